@@ -1,0 +1,137 @@
+"""`Edit`: what an unlearning operator produced, with provenance, savable and loadable.
+
+A weight edit saves a standard HF checkpoint; an inference-time edit saves only its
+interventions (a small JSON spec plus safetensors) and the spec of the base weights. Either way
+`edit.json` holds the whole chain of edits, and `load_subject(DIR)` gives the edited subject back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.models import Intervention, Subject, check_finite, load_subject
+
+FAMILIES = ("removal-intended", "suppression-intended")
+KINDS = ("weights", "intervention")
+_INTERVENTIONS: dict[str, type] = {}
+
+
+def register_intervention(cls: type) -> type:
+    """Class decorator: make an intervention type loadable from its saved spec (`cls.type`)."""
+    _INTERVENTIONS[cls.type] = cls
+    return cls
+
+
+def intervention_from_spec(directory: Path, spec: dict[str, Any]) -> Intervention:
+    """Rebuild a saved intervention (`spec["type"]` must be registered)."""
+    import workbench.operators  # noqa: F401  (registers the built-in intervention types)
+
+    kind = spec.get("type")
+    if kind not in _INTERVENTIONS:
+        raise WorkbenchError(f"unknown intervention type {kind!r} in {directory}; "
+                             f"known: {sorted(_INTERVENTIONS)}")
+    return _INTERVENTIONS[kind].load(directory, spec)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Edit:
+    """One applied unlearning edit. `chain` lists the provenance of every edit so far, this last."""
+
+    operator: str
+    family: str
+    kind: str
+    config: dict[str, Any]
+    seed: int
+    subject: Subject
+    base: str  # model spec of the weights the chain started from
+    chain: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # e.g. {"before": {...}, "after": {...}}
+    created: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        if not self.chain or self.chain[-1].get("operator") != self.operator:
+            self.chain = list(self.chain) + [self.provenance()]
+
+    def provenance(self) -> dict[str, Any]:
+        return {"operator": self.operator, "family": self.family, "kind": self.kind,
+                "config": self.config, "seed": self.seed, "created": self.created,
+                "timings": self.timings}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"operator": self.operator, "family": self.family, "kind": self.kind,
+                "config": self.config, "seed": self.seed, "base": self.base,
+                "chain": self.chain, "timings": self.timings, "created": self.created,
+                **self.metrics}
+
+    def save(self, out: str | Path) -> Path:
+        """Write the edit to `out` atomically (never over the base checkpoint)."""
+        out = Path(out).resolve()
+        base = Path(self.base)
+        if base.exists() and base.resolve() == out:
+            raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            if self.kind == "weights":
+                self.subject.model.save_pretrained(tmp, safe_serialization=True)
+                self.subject.tokenizer.save_pretrained(tmp)
+            specs = []
+            for i, iv in enumerate(self.subject.interventions):
+                d = tmp / "interventions" / f"{i:02d}-{iv.name}"
+                d.mkdir(parents=True)
+                specs.append({"dir": str(d.relative_to(tmp)), **iv.save(d)})
+            doc = self.to_json() | {"interventions": specs}
+            (tmp / "edit.json").write_text(json.dumps(doc, indent=2, default=str))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+
+def read_edit_json(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / "edit.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from e
+
+
+def load_edit_subject(directory: Path, device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> Subject:
+    """The edited subject saved in `directory` (weights and/or interventions re-attached)."""
+    directory = Path(directory)
+    doc = read_edit_json(directory)
+    if (directory / "config.json").exists():
+        subject = load_subject(str(directory), device=device, dtype=dtype)
+        subject = Subject(subject.model, subject.tokenizer, str(directory), meta=subject.meta)
+    else:
+        subject = load_subject(doc["base"], device=device, dtype=dtype)
+    check_finite(subject.model, str(directory))
+    ivs = [intervention_from_spec(directory / s["dir"], s) for s in doc.get("interventions", [])]
+    for iv in ivs:
+        iv.check(subject) if hasattr(iv, "check") else None
+    edited = subject.with_interventions(*ivs, source=str(directory)) if ivs else subject
+    edited.meta.update({"name": str(directory), "edit": doc})
+    return edited

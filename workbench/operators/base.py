@@ -1,0 +1,125 @@
+"""The operator interface: typed configs with a seed, a name registry, `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from workbench.edits import Edit
+from workbench.errors import WorkbenchError
+from workbench.facts import FactSet
+from workbench.models import Subject
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Base of every operator config: subclasses add documented fields with defaults."""
+
+    seed: int = 0
+
+
+class Operator:
+    """Subclass, set the class attributes, implement `apply`, decorate with `@register_operator`.
+
+    `apply(subject, forget, retain, config)` must not modify `subject` (weight operators work on
+    `subject.clone()`); it returns an `Edit` whose `subject` is the edited model."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]  # "removal-intended" | "suppression-intended"
+    kind: ClassVar[str]  # "weights" | "intervention"
+    touches: ClassVar[str]  # one line: what it changes
+    config_cls: ClassVar[type[OperatorConfig]] = OperatorConfig
+
+    def apply(self, subject: Subject, forget: FactSet, retain: FactSet,
+              config: OperatorConfig) -> Edit:
+        raise NotImplementedError
+
+    def make_edit(self, subject: Subject, edited: Subject, config: OperatorConfig,
+                  started: float, **timings: float) -> Edit:
+        """Wrap an edited subject with provenance (chain inherited from `subject`)."""
+        prior = subject.meta.get("chain", [])
+        edit = Edit(operator=self.name, family=self.family, kind=self.kind,
+                    config=dataclasses.asdict(config), seed=config.seed, subject=edited,
+                    base=subject.meta.get("base", subject.source), chain=list(prior),
+                    timings={"total_s": round(time.perf_counter() - started, 3), **timings})
+        edited.meta.update({"chain": edit.chain, "base": edit.base})
+        return edit
+
+
+OPERATORS: dict[str, type[Operator]] = {}
+
+
+def register_operator(cls: type[Operator]) -> type[Operator]:
+    if cls.name in OPERATORS:
+        raise WorkbenchError(f"operator {cls.name!r} registered twice")
+    OPERATORS[cls.name] = cls
+    return cls
+
+
+def get_operator(name: str) -> Operator:
+    import workbench.operators  # noqa: F401  (fills the registry)
+
+    if name not in OPERATORS:
+        raise WorkbenchError(f"unknown operator {name!r}; known: {sorted(OPERATORS)}")
+    return OPERATORS[name]()
+
+
+def _coerce(value: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value.lower() in ("none", "null"):
+            return None
+        return _coerce(value, args[0], key)
+    if origin in (tuple, list):
+        parts = [p for p in value.replace(",", " ").split() if p]
+        return tuple(_coerce(p, args[0] if args else str, key) for p in parts)
+    try:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ in (int, float, str):
+            return typ(value)
+    except ValueError:
+        raise WorkbenchError(f"config key {key!r}: cannot read {value!r} as {typ.__name__}") from None
+    return value
+
+
+def make_config(name: str, overrides: dict[str, Any] | list[str] | None = None,
+                seed: int | None = None) -> OperatorConfig:
+    """Build an operator's config from defaults plus overrides (`key=value` strings or a dict)."""
+    cls = get_operator(name).config_cls
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise WorkbenchError(f"--set expects key=value, got {item!r}")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = v.strip()
+        overrides = pairs
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise WorkbenchError(f"operator {name!r} has no config key(s) {unknown}; "
+                             f"its keys are {sorted(fields)}")
+    typed = {k: _coerce(v, hints[k], k) if isinstance(v, str) else v
+             for k, v in overrides.items()}
+    return cls(**typed)
+
+
+def config_fields(name: str) -> list[tuple[str, str, Any]]:
+    """(field, type, default) for an operator's config, for `workbench operators`."""
+    cls = get_operator(name).config_cls
+    hints = typing.get_type_hints(cls)
+    return [(f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), f.default)
+            for f in dataclasses.fields(cls)]
