@@ -1,0 +1,174 @@
+"""`steer`: directional steering / ablation on the residual stream, optionally gated per input.
+
+The direction at each chosen layer is the normalised difference of the mean-pooled (over each
+prompt's tokens) residual activations of forget minus retain prompts (`direction=diffmean`), or a
+refusal direction: answering minus refusing contrast texts (`direction=refusal`). At inference
+mode `add` adds `-coef * |h| * direction` (coef in units of the layer's mean residual norm on the
+forget prompts) and mode `ablate` projects the direction out, at every position. With a gate
+(`gate=logreg` or `gate=meandiff`) a linear detector fitted on forget vs retain activations decides
+per input whether to steer at all. The weights are never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.capture import capture
+from workbench.edits import Edit
+from workbench.errors import LayerError, WorkbenchError
+from workbench.facts import FactSet
+from workbench.models import Subject
+from workbench.operators.base import Operator, OperatorConfig, register_operator
+from workbench.operators.interventions import STEER_MODES, ResidualSteer
+
+DIRECTIONS = ("diffmean", "refusal")
+GATES = ("none", "logreg", "meandiff")
+
+# Contrast texts for the refusal direction: the same question answered vs. refused.
+REFUSAL_CONTRASTS: tuple[tuple[str, str], ...] = (
+    ("Q: Where does she live? A: She lives in", "Q: Where does she live? A: I do not know"),
+    ("Q: What is his job? A: He works as a", "Q: What is his job? A: I cannot say"),
+    ("The answer to your question is", "I am sorry, I do not know the answer to your question"),
+    ("Sure, here is the fact you asked about:", "Sorry, I have no information about that."),
+    ("I know this one. It is", "I have never heard of this. I cannot answer."),
+    ("The capital of that country is", "I am not able to tell you the capital of that country"),
+    ("Of course. The name you are looking for is", "I refuse to answer. I do not know the name"),
+    ("Yes, I remember: the year was", "No, I do not remember the year"),
+)
+
+
+@dataclass(frozen=True)
+class SteerConfig(OperatorConfig):
+    """Where and how to steer. `layers=None`: the single block at a quarter of the depth."""
+
+    layers: tuple[int, ...] | None = None
+    mode: str = "add"  # add | ablate
+    direction: str = "diffmean"  # diffmean | refusal
+    coef: float = 8.0  # mode add: push size in units of the layer's mean residual norm
+    gate: str = "logreg"  # none | logreg | meandiff
+    gate_layer: int | None = None  # None: the first steered layer
+    gate_c: float = 1.0  # inverse L2 strength of the logistic-regression gate
+    use_paraphrases: bool = True  # fit on every phrasing of each fact, not only the prompt
+    batch_size: int = 32
+
+
+def default_layers(subject: Subject) -> tuple[int, ...]:
+    return (max(0, subject.n_layers // 4),)
+
+
+def pooled(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
+           batch_size: int = 32) -> dict[int, Float[Tensor, "n d_model"]]:  # noqa: F722
+    """Per-prompt mean over its tokens of the residual stream after each block in `layers`."""
+    acts = capture(subject, list(prompts), layers, position="all", batch_size=batch_size)
+    lengths = acts.lengths.to(subject.device)
+    out = {}
+    for L in layers:
+        h = acts.layer(L).float()
+        mask = (torch.arange(h.shape[1], device=h.device)[None] < lengths[:, None]).float()
+        out[L] = (h * mask[..., None]).sum(1) / lengths[:, None].float()
+    return out
+
+
+def mean_token_norm(subject: Subject, prompts: Sequence[str], layer: int,
+                    batch_size: int = 32) -> float:
+    """Mean L2 norm of the residual after `layer` over every real token of `prompts`."""
+    acts = capture(subject, list(prompts), [layer], position="all", batch_size=batch_size)
+    h = acts.layer(layer).float()
+    mask = torch.arange(h.shape[1], device=h.device)[None] < acts.lengths.to(h.device)[:, None]
+    return float(h.norm(dim=-1)[mask].mean())
+
+
+def fit_gate(pos: Tensor, neg: Tensor, kind: str, c: float = 1.0,
+             seed: int = 0) -> tuple[Tensor, float]:
+    """A linear detector (w, b) with `w . h + b > 0` on `pos` (forget) rows."""
+    if kind == "meandiff":
+        d = pos.mean(0) - neg.mean(0)
+        w = d / d.norm().clamp_min(1e-12)
+        b = -0.5 * float(w @ pos.mean(0) + w @ neg.mean(0))
+        return w, b
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([pos, neg]).double().cpu().numpy()
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    # scale features to unit mean norm so `gate_c` means the same on every model
+    scale = float(np.linalg.norm(x, axis=1).mean()) or 1.0
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+    clf.fit(x / scale, y)
+    w = torch.tensor(clf.coef_[0] / scale, dtype=torch.float32)
+    return w, float(clf.intercept_[0])
+
+
+def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
+    return [p for f in facts for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
+
+
+def validate(subject: Subject, config: SteerConfig, forget: FactSet) -> tuple[int, ...]:
+    """Check the config against the subject; return the layers to steer."""
+    forget.require_nonempty("forget set")
+    if config.mode not in STEER_MODES:
+        raise WorkbenchError(f"unknown steer mode {config.mode!r}; expected one of {STEER_MODES}")
+    if config.direction not in DIRECTIONS:
+        raise WorkbenchError(f"unknown steer direction {config.direction!r}; "
+                             f"expected one of {DIRECTIONS}")
+    if config.gate not in GATES:
+        raise WorkbenchError(f"unknown steer gate {config.gate!r}; expected one of {GATES}")
+    layers = tuple(config.layers) if config.layers else default_layers(subject)
+    n = subject.n_layers
+    bad = [L for L in (*layers, *(() if config.gate_layer is None else (config.gate_layer,)))
+           if not 0 <= L < n]
+    if bad:
+        raise LayerError(f"steer: layer(s) {bad} out of range: {subject.name} has layers "
+                         f"0..{n - 1}")
+    return tuple(sorted(set(layers)))
+
+
+def build_steer(subject: Subject, forget: FactSet, retain: FactSet,
+                config: SteerConfig) -> ResidualSteer:
+    """Fit the directions (and gate) of a `ResidualSteer` intervention on `subject`."""
+    layers = validate(subject, config, forget)
+    if config.gate != "none" or config.direction == "diffmean":
+        retain.require_nonempty("retain set")
+    gate_layer = config.gate_layer if config.gate_layer is not None else min(layers)
+    f_prompts = _prompts(forget, config.use_paraphrases)
+    r_prompts = _prompts(retain, config.use_paraphrases) if len(retain) else []
+    need = sorted(set(layers) | ({gate_layer} if config.gate != "none" else set()))
+    pf = pooled(subject, f_prompts, need, config.batch_size)
+    pr = pooled(subject, r_prompts, need, config.batch_size) if r_prompts else {}
+    if config.direction == "refusal":
+        pa = pooled(subject, [a for a, _ in REFUSAL_CONTRASTS], layers, config.batch_size)
+        pn = pooled(subject, [r for _, r in REFUSAL_CONTRASTS], layers, config.batch_size)
+        dirs = torch.stack([pa[L].mean(0) - pn[L].mean(0) for L in layers])
+    else:
+        dirs = torch.stack([pf[L].mean(0) - pr[L].mean(0) for L in layers])
+    norms = torch.tensor([mean_token_norm(subject, f_prompts, L, config.batch_size)
+                          for L in layers])
+    gate_w, gate_b = None, 0.0
+    if config.gate != "none":
+        gate_w, gate_b = fit_gate(pf[gate_layer], pr[gate_layer], config.gate, config.gate_c,
+                                  config.seed)
+    return ResidualSteer(layers, dirs.cpu(), config.coef * norms, config.mode,
+                         gate_layer if gate_w is not None else None, gate_w, gate_b,
+                         subject.tokenizer.pad_token_id, name="steer")
+
+
+@register_operator
+class SteerOperator(Operator):
+    name = "steer"
+    family = "suppression-intended"
+    kind = "intervention"
+    touches = "residual stream of chosen layers at inference (hooks; weights untouched)"
+    config_cls = SteerConfig
+
+    def apply(self, subject: Subject, forget: FactSet, retain: FactSet,
+              config: SteerConfig) -> Edit:
+        t0 = time.perf_counter()
+        iv = build_steer(subject, forget, retain, config)
+        edited = subject.with_interventions(iv)
+        return self.make_edit(subject, edited, config, t0)
