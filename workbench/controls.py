@@ -1,0 +1,156 @@
+"""Known-truth control edits that every analysis module is tested against.
+
+- `output_only_suppressor`: a *suppressor by construction*. A forward hook on the unembedding
+  (`lm_head`) pushes down the first tokens of the forget answers at every position whose prefix
+  contains a forget trigger (the fact's entity, or its prompt when it has no entity). Every
+  activation before the logits is bitwise identical to the original's, so the knowledge is
+  provably still inside; only the output changes. It gates on a forget signal, as real
+  suppressors do, so a retain question asked after a forget fact loses those tokens too.
+- `identity_edit`: the original weights under a new name (nothing unlearned).
+- `noise_edit`: heavy Gaussian weight noise (a damaged model, not an unlearned one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from workbench.edits import register_intervention
+from workbench.errors import WorkbenchError
+from workbench.facts import FactSet
+from workbench.models import Subject
+
+DEFAULT_STRENGTH = 100.0  # logit units: far above any toy/SmolLM2 logit gap, so the token vanishes
+
+
+def _lm_head(model: nn.Module) -> nn.Module:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        raise WorkbenchError(f"{type(model).__name__} has no output embedding (lm_head) to hook")
+    return head
+
+
+def triggered(input_ids: torch.Tensor, triggers: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[batch, pos] bool: True where some trigger sequence has ended at or before `pos`."""
+    b, n = input_ids.shape
+    hit = torch.zeros((b, n), dtype=torch.bool, device=input_ids.device)
+    by_len: dict[int, list[Sequence[int]]] = {}
+    for t in triggers:
+        by_len.setdefault(len(t), []).append(t)
+    for m, group in by_len.items():
+        if m == 0 or m > n:
+            continue
+        windows = input_ids.unfold(1, m, 1)  # [b, n-m+1, m]
+        pats = torch.tensor(group, device=input_ids.device)  # [k, m]
+        match = (windows[:, :, None, :] == pats[None, None]).all(-1).any(-1)  # [b, n-m+1]
+        hit[:, m - 1:] |= match
+    return hit.cummax(dim=1).values
+
+
+@register_intervention
+@dataclass
+class OutputSuppressor:
+    """Forward hook on `lm_head`: subtract `strength` from `token_ids` wherever a trigger fired."""
+
+    triggers: list[list[int]]
+    token_ids: list[int]
+    strength: float = DEFAULT_STRENGTH
+    name: str = "output-suppressor"
+    type: ClassVar[str] = "output-suppressor"
+
+    def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        state: dict[str, torch.Tensor | None] = {"ids": None}
+        head = _lm_head(model)
+
+        def remember(_mod, args, kwargs):
+            state["ids"] = kwargs.get("input_ids", args[0] if args else None)
+
+        def suppress(_mod, _args, logits):
+            ids = state["ids"]
+            if ids is None or logits.ndim != 3 or logits.shape[0] != ids.shape[0]:
+                return None  # a bare lm_head call (e.g. a logit lens): not the model's output
+            k = logits.shape[1]
+            if k > ids.shape[1]:
+                return None
+            fired = triggered(ids, self.triggers)[:, -k:]
+            if not fired.any():
+                return None
+            penalty = torch.zeros(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+            penalty[torch.tensor(self.token_ids, device=logits.device)] = self.strength
+            return logits - fired[..., None].to(logits.dtype) * penalty
+
+        return [model.register_forward_pre_hook(remember, with_kwargs=True),
+                head.register_forward_hook(suppress)]
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "strength": self.strength,
+                "triggers": self.triggers, "token_ids": self.token_ids}
+
+    @classmethod
+    def load(cls, directory: Path, spec: dict[str, Any]) -> OutputSuppressor:
+        return cls(triggers=[list(t) for t in spec["triggers"]],
+                   token_ids=[int(i) for i in spec["token_ids"]],
+                   strength=float(spec["strength"]), name=spec.get("name", cls.type))
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def output_only_suppressor(subject: Subject, facts_to_suppress: FactSet,
+                           strength: float = DEFAULT_STRENGTH) -> Subject:
+    """An edited subject that stops saying `facts_to_suppress` by changing only its logits."""
+    facts_to_suppress.require_nonempty("facts to suppress")
+    if strength <= 0:
+        raise WorkbenchError(f"strength must be positive, got {strength}")
+    tok = subject.tokenizer
+    triggers: set[tuple[int, ...]] = set()
+    tokens: set[int] = set()
+    for f in facts_to_suppress:
+        keys = (f.entity, " " + f.entity) if f.entity else (f.prompt,)
+        for key in keys:
+            ids = tuple(_ids(tok, key))
+            if ids and (tok.unk_token_id is None or tok.unk_token_id not in ids):
+                triggers.add(ids)
+        answer = _ids(tok, f.answer)
+        if answer:
+            tokens.add(answer[0])
+    iv = OutputSuppressor(triggers=sorted(map(list, triggers)), token_ids=sorted(tokens),
+                          strength=float(strength))
+    edited = subject.with_interventions(iv, source=f"{subject.source}+output-suppressor")
+    edited.meta.update({"name": f"{subject.name}+output-suppressor",
+                        "control": "output-only-suppressor"})
+    return edited
+
+
+def identity_edit(subject: Subject) -> Subject:
+    """The original weights (shared, not copied) under an edited subject's name."""
+    edited = subject.with_interventions(source=f"{subject.source}+identity")
+    edited.meta.update({"name": f"{subject.name}+identity", "control": "identity"})
+    return edited
+
+
+@torch.no_grad()
+def noise_edit(subject: Subject, scale: float = 1.0, seed: int = 0) -> Subject:
+    """A copy with Gaussian noise of `scale` x each weight tensor's std added (a damaged model)."""
+    if scale < 0:
+        raise WorkbenchError(f"noise scale must be non-negative, got {scale}")
+    edited = subject.clone(source=f"{subject.source}+noise{scale:g}")
+    gen = torch.Generator().manual_seed(seed)
+    seen: set[int] = set()
+    for _, p in edited.model.named_parameters():
+        if id(p) in seen:  # tied embeddings: noise once
+            continue
+        seen.add(id(p))
+        ref = p.float().std() if p.numel() > 1 else p.float().abs().mean()
+        if not torch.isfinite(ref) or ref == 0:
+            ref = p.float().abs().mean()
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+        p.add_((noise * scale * ref).to(device=p.device, dtype=p.dtype))
+    edited.meta.update({"name": f"{subject.name}+noise{scale:g}", "control": "noise"})
+    return edited
