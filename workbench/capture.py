@@ -179,8 +179,8 @@ def capture(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
     or `all` (every token, right-padded). Runs only up to the deepest requested layer, batched,
     on the subject's device; results stay on that device."""
     layers = tuple(sorted(set(int(L) for L in layers)))
-    points = tuple(p for p in POINTS if p in set(points))
     _check(subject, layers, points, position)
+    points = tuple(p for p in POINTS if p in set(points))  # execution order
     if position == "answer" and answers is None:
         raise ValueError("position='answer' needs the answers")
     if backend not in _BACKENDS:

@@ -240,12 +240,13 @@ def materialize_gguf(path: Path) -> Path:
     if (out / "config.json").exists():
         return out
     model, tok = _load_gguf(path)
-    save_checkpoint(model, tok, out, source=str(path))
-    return out
+    return save_checkpoint(model, tok, out, source=str(path), overwrite=False)
 
 
-def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = None) -> Path:
-    """Write an HF checkpoint (safetensors) to `out` atomically via a sibling temp directory."""
+def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = None,
+                    overwrite: bool = True) -> Path:
+    """Write an HF checkpoint (safetensors) to `out` atomically via a sibling temp directory.
+    With `overwrite=False` an existing `out` wins (concurrent writers of the same cache entry)."""
     out = Path(out).resolve()
     if source is not None and Path(source).exists() and Path(source).resolve() == out:
         raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
@@ -255,6 +256,9 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = 
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if out.exists():
+            if not overwrite:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return out
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
@@ -263,7 +267,7 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = 
     return out
 
 
-def _load_dir(path: Path, device: torch.device, dtype: torch.dtype | None) -> tuple[Any, Any]:
+def _load_dir(path: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").exists():
@@ -283,12 +287,17 @@ def _has_safetensors(path: Path) -> bool:
 
 
 def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
+    """A hub id through the HF cache (`HF_HUB_CACHE`, read at call time; `HF_HUB_OFFLINE=1`
+    keeps it to the cache). Only safetensors weights are accepted."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    kw: dict[str, Any] = {"cache_dir": os.environ.get("HF_HUB_CACHE")}
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        kw["local_files_only"] = True
     try:
-        tok = AutoTokenizer.from_pretrained(repo_id)
+        tok = AutoTokenizer.from_pretrained(repo_id, **kw)
         model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype or torch.float32,
-                                                     use_safetensors=True)
+                                                     use_safetensors=True, **kw)
     except (OSError, ValueError) as e:
         raise ModelLoadError(
             f"Cannot load {repo_id!r} from the Hugging Face hub or its local cache "
@@ -321,16 +330,17 @@ def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
     """Load a model spec (bundled name, checkpoint dir, .gguf file, hub id, or saved edit)."""
     kind, loc = resolve_spec(spec)
     dev = default_device(device)
+    _quiet_transformers()
     t0 = time.perf_counter()
     if kind in ("bundled", "gguf"):
-        model, tok = _load_dir(materialize_gguf(Path(loc)), dev, dtype)
+        model, tok = _load_dir(materialize_gguf(Path(loc)), dtype)
     elif kind == "dir":
         edit_file = Path(loc) / "edit.json"
         if edit_file.exists() and not (Path(loc) / "config.json").exists():
             from workbench.edits import load_edit_subject  # an inference-time edit on a base model
 
             return load_edit_subject(Path(loc), device=dev, dtype=dtype)
-        model, tok = _load_dir(Path(loc), dev, dtype)
+        model, tok = _load_dir(Path(loc), dtype)
     else:
         model, tok = _load_hub(str(loc), dtype)
     check_finite(model, spec)
@@ -343,6 +353,13 @@ def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
     if meta_file is not None and meta_file.exists():
         meta.update(json.loads(meta_file.read_text()))
     return Subject(model=model, tokenizer=tok, source=str(loc), meta=meta)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def list_models() -> list[dict[str, str]]:
