@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError
 from workbench.models import Intervention, Subject, check_finite, load_subject
 
 FAMILIES = ("removal-intended", "suppression-intended")
@@ -68,7 +68,7 @@ class Edit:
             raise ValueError(f"family must be one of {FAMILIES}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
-        if not self.chain or self.chain[-1].get("operator") != self.operator:
+        if not self.chain or self.chain[-1] != self.provenance():
             self.chain = list(self.chain) + [self.provenance()]
 
     def provenance(self) -> dict[str, Any]:
@@ -80,18 +80,23 @@ class Edit:
         return {"operator": self.operator, "family": self.family, "kind": self.kind,
                 "config": self.config, "seed": self.seed, "base": self.base,
                 "chain": self.chain, "timings": self.timings, "created": self.created,
-                **self.metrics}
+                "architecture": architecture(self.subject), **self.metrics}
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether any edit of the chain changed weights (then the checkpoint must be saved)."""
+        return any(c.get("kind") == "weights" for c in self.chain)
 
     def save(self, out: str | Path) -> Path:
         """Write the edit to `out` atomically (never over the base checkpoint)."""
         out = Path(out).resolve()
-        base = Path(self.base)
-        if base.exists() and base.resolve() == out:
-            raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
+        for src in (self.base, self.subject.source):
+            if Path(src).exists() and Path(src).resolve() == out:
+                raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
-            if self.kind == "weights":
+            if self.has_weights:
                 self.subject.model.save_pretrained(tmp, safe_serialization=True)
                 self.subject.tokenizer.save_pretrained(tmp)
             specs = []
@@ -118,20 +123,48 @@ def read_edit_json(directory: Path) -> dict[str, Any]:
         raise ModelLoadError(f"cannot read {path}: {e}") from e
 
 
+def architecture(subject: Subject) -> dict[str, Any]:
+    """The architecture facts an edit depends on (compared on load)."""
+    return {k: getattr(subject.config, k, None)
+            for k in ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")}
+
+
+def check_architecture(doc: dict[str, Any], subject: Subject, directory: Path) -> None:
+    """Refuse to attach an edit saved for one architecture onto a subject of another."""
+    saved = doc.get("architecture")
+    if not saved:
+        return
+    now = architecture(subject)
+    diff = [f"{k}: {saved[k]!r} vs {now.get(k)!r}" for k in saved if saved[k] != now.get(k)]
+    if diff:
+        raise IncompatibleSubjectsError(
+            f"the edit in {directory} was saved for another architecture than {subject.name!r}: "
+            + "; ".join(diff))
+
+
 def load_edit_subject(directory: Path, device: torch.device | str | None = None,
-                      dtype: torch.dtype | None = None) -> Subject:
-    """The edited subject saved in `directory` (weights and/or interventions re-attached)."""
+                      dtype: torch.dtype | None = None, onto: Subject | None = None) -> Subject:
+    """The edited subject saved in `directory` (weights and/or interventions re-attached).
+
+    `onto` attaches a saved intervention edit to an already loaded subject instead of its
+    recorded base; a mismatched architecture raises `IncompatibleSubjectsError`."""
     directory = Path(directory)
     doc = read_edit_json(directory)
     if (directory / "config.json").exists():
+        if onto is not None:
+            raise WorkbenchError(f"{directory} is a weight edit; it cannot be attached onto "
+                                 f"another subject (load it on its own)")
         subject = load_subject(str(directory), device=device, dtype=dtype)
         subject = Subject(subject.model, subject.tokenizer, str(directory), meta=subject.meta)
     else:
-        subject = load_subject(doc["base"], device=device, dtype=dtype)
+        subject = onto if onto is not None else load_subject(doc["base"], device=device,
+                                                             dtype=dtype)
+    check_architecture(doc, subject, directory)
     check_finite(subject.model, str(directory))
     ivs = [intervention_from_spec(directory / s["dir"], s) for s in doc.get("interventions", [])]
     for iv in ivs:
         iv.check(subject) if hasattr(iv, "check") else None
     edited = subject.with_interventions(*ivs, source=str(directory)) if ivs else subject
-    edited.meta.update({"name": str(directory), "edit": doc})
+    edited.meta.update({"name": str(directory), "edit": doc, "chain": doc.get("chain", []),
+                        "base": doc.get("base", subject.source)})
     return edited

@@ -1,0 +1,298 @@
+"""Shared fine-tuning loop for weight-editing operators: answer-token losses over fact batches.
+
+What trains is chosen by `TrainingConfig.params` (MLP / attention / whole blocks) and `layers`
+(default: every block); embeddings, norms and the unembedding stay frozen. Optional LoRA (peft)
+adapters on the chosen linear layers are merged back, so the result is always a plain checkpoint.
+The loop is deterministic on CPU for a given seed: fixed sampling generator, no dropout (the model
+stays in eval mode), LoRA init drawn inside a forked RNG.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from workbench.batching import Batch, chunks, encode
+from workbench.behavior import evaluate
+from workbench.errors import LayerError, WorkbenchError
+from workbench.facts import FactSet
+from workbench.models import Subject, decoder_layers
+from workbench.operators.base import OperatorConfig
+
+PARAM_GROUPS = ("mlp", "attn", "block")
+_GROUP_ATTRS = {"mlp": ("mlp", "feed_forward"), "attn": ("self_attn", "attn", "attention")}
+
+
+@dataclass(frozen=True)
+class TrainingConfig(OperatorConfig):
+    """Fine-tuning knobs shared by the gradient operators (defaults reach the quality bars on the
+    toy world and on SmolLM2's built-in facts without per-set tuning)."""
+
+    lr: float = 1e-4  # AdamW learning rate
+    steps: int = 60  # maximum optimiser steps
+    batch_size: int = 16  # forget facts (and retain facts) per step
+    params: str = "mlp"  # what trains in each chosen block: mlp | attn | block
+    layers: tuple[int, ...] | None = None  # which blocks train (None: all)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 5  # steps between forget/retain accuracy checks (0: never)
+    stop_forget_acc: float | None = 0.05  # early stop once forget accuracy <= this (None: off)
+    lora_rank: int = 0  # >0: train LoRA adapters of this rank instead, merged afterwards
+    lora_alpha: float = 16.0
+
+
+@dataclass
+class TrainLog:
+    """What happened during training: per-step losses and the periodic accuracy checks."""
+
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    trainable: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self.steps, "stopped_early": self.stopped_early,
+                "final_loss": round(self.losses[-1], 5) if self.losses else None,
+                "trainable_params": self.trainable, "evals": self.evals}
+
+
+# ----- what trains ------------------------------------------------------------------------------
+
+def check_layers(subject: Subject, layers: tuple[int, ...] | None) -> list[int]:
+    """The block indices to train (all when `layers` is None); out-of-range is a `LayerError`."""
+    n = subject.n_layers
+    if layers is None:
+        return list(range(n))
+    bad = [i for i in layers if not 0 <= int(i) < n]
+    if bad or not layers:
+        raise LayerError(f"layers {list(layers)} out of range: {subject.name} has blocks 0..{n - 1}")
+    return sorted({int(i) for i in layers})
+
+
+def _group_module(block: nn.Module, group: str) -> nn.Module:
+    if group == "block":
+        return block
+    for attr in _GROUP_ATTRS[group]:
+        if hasattr(block, attr):
+            return getattr(block, attr)
+    raise WorkbenchError(f"cannot find the {group} sub-module of {type(block).__name__}")
+
+
+def trainable_modules(subject: Subject, params: str, layers: tuple[int, ...] | None,
+                      model: nn.Module | None = None) -> dict[str, nn.Module]:
+    """Qualified name -> module for the chosen group of each chosen block of `model`."""
+    if params not in PARAM_GROUPS:
+        raise WorkbenchError(f"params must be one of {PARAM_GROUPS}, got {params!r}")
+    model = model if model is not None else subject.model
+    blocks = decoder_layers(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    out = {}
+    for i in check_layers(subject, layers):
+        mod = _group_module(blocks[i], params)
+        out[names[id(mod)]] = mod
+    return out
+
+
+def freeze_except(model: nn.Module, modules: dict[str, nn.Module]) -> list[nn.Parameter]:
+    """Freeze every parameter of `model` but those of `modules`; return the trainable ones."""
+    model.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for mod in modules.values():
+        for p in mod.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def add_lora(model: nn.Module, modules: dict[str, nn.Module], config: TrainingConfig) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters on every linear layer inside `modules`."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [f"{name}.{sub}" if sub else name for name, mod in modules.items()
+               for sub, m in mod.named_modules() if isinstance(m, nn.Linear)]
+    if not targets:
+        raise WorkbenchError("LoRA found no linear layers in the chosen modules")
+    cfg = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                     target_modules=targets, bias="none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return get_peft_model(model, cfg)
+
+
+# ----- batches and answer log-probs -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FactTensors:
+    """One fact set encoded once (prompt + answer, right-padded); `rows(idx)` slices a batch."""
+
+    batch: Batch
+    n: int
+
+    @classmethod
+    def of(cls, subject: Subject, facts: FactSet) -> FactTensors:
+        b = encode(subject.tokenizer, [f.prompt for f in facts], [f.answer for f in facts],
+                   device=subject.device)
+        return cls(b, len(facts))
+
+    def rows(self, idx: Tensor) -> Batch:
+        b = self.batch
+        width = int(b.lengths[idx].max())
+        return Batch(b.input_ids[idx, :width], b.attention_mask[idx, :width], b.last[idx],
+                     b.answer_start[idx], b.answer_mask[idx, :width], b.lengths[idx])
+
+
+LogProbs = tuple[Float[Tensor, "batch pos vocab"], Float[Tensor, "batch pos"]]  # noqa: F722
+
+
+def answer_token_logprobs(model: nn.Module, b: Batch) -> LogProbs:
+    """Log-softmax at each position and the log-prob of the next (target) token."""
+    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok = logp.gather(-1, b.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return logp, tok
+
+
+def answer_nll(model: nn.Module, b: Batch) -> Tensor:
+    """Mean negative log-likelihood over the answer tokens of the batch."""
+    _, tok = answer_token_logprobs(model, b)
+    m = b.answer_mask[:, :-1]
+    return -(tok * m).sum() / m.sum()
+
+
+def sequence_logprob(model: nn.Module, b: Batch) -> Float[Tensor, " batch"]:  # noqa: F722
+    """Sum of answer-token log-probs per row (the sequence log-likelihood NPO compares)."""
+    _, tok = answer_token_logprobs(model, b)
+    return (tok * b.answer_mask[:, :-1]).sum(1)
+
+
+@torch.no_grad()
+def reference_sequence_logprob(model: nn.Module, ft: FactTensors, batch_size: int = 32) -> Tensor:
+    """Frozen-reference sequence log-probs of every row, computed once before training."""
+    out = [sequence_logprob(model, ft.rows(torch.arange(sl.start, sl.stop)))
+           for sl in chunks(ft.n, batch_size)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def reference_answer_logits(model: nn.Module, ft: FactTensors,
+                            batch_size: int = 32) -> list[Float[Tensor, "k vocab"]]:  # noqa: F722
+    """Frozen-reference log-softmax at each row's answer positions (for a KL retain term)."""
+    out: list[Tensor] = []
+    for sl in chunks(ft.n, batch_size):
+        b = ft.rows(torch.arange(sl.start, sl.stop))
+        logp, _ = answer_token_logprobs(model, b)
+        m = b.answer_mask[:, :-1]
+        out += [logp[i][m[i]] for i in range(len(m))]
+    return out
+
+
+def answer_kl(model: nn.Module, b: Batch, ref: list[Tensor], idx: Tensor) -> Tensor:
+    """Mean KL(reference || model) over the answer positions of the batch."""
+    logp, _ = answer_token_logprobs(model, b)
+    cur = logp[b.answer_mask[:, :-1]]
+    r = torch.cat([ref[int(i)] for i in idx])
+    return torch.sum(r.exp() * (r - cur), dim=-1).mean()
+
+
+# ----- the loop ---------------------------------------------------------------------------------
+
+class Sampler:
+    """Deterministic epoch-wise shuffling of row indices (whole set when it fits one batch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.bs = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self) -> Tensor:
+        if self.n <= self.bs:
+            return torch.arange(self.n)
+        if len(self.order) < self.bs:
+            self.order += torch.randperm(self.n, generator=self.gen).tolist()
+        idx, self.order = self.order[: self.bs], self.order[self.bs:]
+        return torch.tensor(sorted(idx))
+
+
+StepLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]  # (model, forget idx, retain idx) -> loss
+
+
+def _accuracy(subject: Subject, model: nn.Module, facts: FactSet, limit: int = 64) -> float:
+    view = Subject(model, subject.tokenizer, subject.source)
+    rs = evaluate(view, facts.take(limit) if len(facts) > limit else facts, generate=False)
+    return sum(r.correct for r in rs) / len(rs)
+
+
+def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingConfig,
+          loss_fn: StepLoss, what: str = "train",
+          setup: Callable[[nn.Module], None] | None = None) -> TrainLog:
+    """Fine-tune `subject.model` in place with `loss_fn`; the caller passes a clone.
+
+    `setup(model)` runs after freezing and before the first step (e.g. to precompute reference
+    log-probs on the untouched weights). Every `eval_every` steps the teacher-forced forget and
+    retain accuracies are shown, and training stops once forget accuracy <= `stop_forget_acc`."""
+    from tqdm.auto import tqdm
+
+    if config.steps < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise WorkbenchError("steps and batch_size must be >= 1 and lr > 0")
+    t0 = time.perf_counter()
+    log = TrainLog()
+    mods = trainable_modules(subject, config.params, config.layers)
+    model: nn.Module = subject.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.lora_rank > 0:
+            model.requires_grad_(False)
+            model = add_lora(model, mods, config)
+            params = [p for p in model.parameters() if p.requires_grad]
+        else:
+            params = freeze_except(model, mods)
+        log.trainable = sum(p.numel() for p in params)
+        model.eval()  # no dropout: deterministic updates
+        if setup is not None:
+            setup(model)
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        fs = Sampler(len(forget), config.batch_size, config.seed)
+        rs = Sampler(max(len(retain), 1), config.batch_size, config.seed + 1)
+        bar = tqdm(range(1, config.steps + 1), desc=what, disable=None, leave=False)
+        for step in bar:
+            loss = loss_fn(model, fs.next(), rs.next())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            opt.step()
+            log.losses.append(loss.item())
+            log.steps = step
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                acc = {"step": step, "forget": _accuracy(subject, model, forget)}
+                if len(retain):
+                    acc["retain"] = _accuracy(subject, model, retain)
+                log.evals.append(acc)
+                bar.set_postfix(loss=f"{loss.item():.3f}", forget=f"{acc['forget']:.0%}",
+                                retain=f"{acc.get('retain', float('nan')):.0%}")
+                if config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc:
+                    log.stopped_early = step < config.steps
+                    break
+        bar.close()
+    if config.lora_rank > 0:
+        subject.model = model.merge_and_unload()
+    subject.model.requires_grad_(False)
+    subject.model.eval()
+    log.seconds = time.perf_counter() - t0
+    return log
+
+
+def require_facts(forget: FactSet, retain: FactSet | None = None, what: str = "") -> None:
+    """Clear errors for empty inputs."""
+    if len(forget) == 0:
+        raise WorkbenchError(f"{what}: the forget set is empty; nothing to unlearn")
+    if retain is not None and len(retain) == 0:
+        raise WorkbenchError(f"{what}: this config needs retain facts, but the retain set is empty")
