@@ -259,3 +259,195 @@ def tl_reference_patching(base: Subject, source: Subject, prompts: Sequence[str]
         out = tlp.generic_activation_patch(base.hooked, b.input_ids, cache, metric, setter, point,
                                            index_axis_names=("layer",))
     return out.cpu().numpy()
+
+
+# ----- the analysis module ------------------------------------------------------------------
+
+RECOVERED = 0.5  # a patch "restores the answer" when it brings back half of M0's log-prob gap
+SAME = 0.05  # activations "unchanged" below this relative difference from M0's
+IDENTICAL = 1e-4  # ... and "identical" below this one
+MIN_GAP = 0.5  # nats: facts whose answer log-prob M1 barely moved are left out of the ratios
+DEPTH_REMOVED, DEPTH_SHALLOW = 0.7, 0.3
+
+
+def recovery(patched: np.ndarray, lp1: np.ndarray, lp0: np.ndarray,
+             min_gap: float = MIN_GAP) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised recovery (0 = M1, 1 = M0) of `patched` [..., facts]: pooled over the facts
+    whose gap exceeds `min_gap` (ratio of sums: stable when some gaps are small), and per fact."""
+    gap = lp0 - lp1
+    ok = gap > min_gap
+    per_fact = np.where(ok, (patched - lp1) / np.where(ok, gap, 1.0), np.nan)
+    pooled = ((patched - lp1) * ok).sum(-1) / max(float((gap * ok).sum()), 1e-9)
+    return pooled, per_fact
+
+
+def divergence(m0: Subject, m1: Subject, prompts: Sequence[str]) -> np.ndarray:
+    """Per layer: mean relative difference |a1 - a0| / |a0| of `resid_post` at the last token."""
+    from probes.common import resid
+
+    layers = list(range(m0.n_layers))
+    a0, a1 = resid(m0, prompts, layers), resid(m1, prompts, layers)
+    return (np.linalg.norm(a1 - a0, axis=-1) / (np.linalg.norm(a0, axis=-1) + 1e-8)).mean(-1)
+
+
+def _configs(n_layers: int, points: Sequence[str], window: int) -> list[tuple[str, tuple[Cell, ...]]]:
+    out = [(f"{p}@{L}", ((L, p, 0),)) for p in points for L in range(n_layers)]
+    for p in points:
+        if p in ("mlp_out", "attn_out") and 1 < window <= n_layers:
+            out += [(f"{p}@{s}-{s + window - 1}", tuple((L, p, 0) for L in range(s, s + window)))
+                    for s in range(n_layers - window + 1)]
+    return out
+
+
+def _depth(m0: Subject, m1: Subject, oracle: Subject, prompts, answers, batch_size: int,
+           progress: bool) -> tuple[float, np.ndarray, np.ndarray]:
+    """Patch M1 and Mr into M0 (`resid_post`, every layer but the last): how much of each one's
+    forgetting transfers. Depth = M1's transfer / Mr's (1 = erased as deep as the oracle)."""
+    n, nf = m0.n_layers, len(prompts)
+    layers = list(range(max(n - 1, 1)))
+    rows = [(f, ((L, "resid_post", 0),)) for L in layers for f in range(nf)]
+    curves = []
+    for src in (m1, oracle):
+        run = patch(m0, src, prompts, answers, rows, batch_size, progress=progress)
+        lp0, lpx = run.base, run.source
+        dropped = run.logprobs.reshape(len(layers), nf)
+        # "recovery" of X's answer when X is patched into M0 = the fraction of X's forgetting moved
+        curves.append(recovery(dropped, lp0, lpx)[0])
+    d1, dr = curves
+    depth = float(np.clip(d1.mean() / dr.mean(), 0, 1)) if dr.mean() > 0.05 else float("nan")
+    return depth, d1, dr
+
+
+def activation_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
+                        points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
+                        window: int = 3, all_positions: bool = False, max_back: int = 6,
+                        batch_size: int = 256, min_gap: float = MIN_GAP, seed: int = 0,
+                        progress: bool = False, device: str | None = None):
+    """Patch M0's activations into M1 on the forget facts (per layer, per window, per component)
+    and read where M0's answer comes back; with an oracle, also how deep M1 erased it."""
+    import time
+
+    from probes.base import Finding
+    from probes.common import gate, seed_all
+    from workbench.models import check_compatible
+
+    t0 = time.perf_counter()
+    seed_all(seed)
+    g = gate(m0, m1, facts)
+    if oracle is not None:
+        check_compatible(m0, oracle)
+    unknown = [p for p in points if p not in POINTS]
+    if unknown:
+        raise LayerError(f"unknown hook point(s) {unknown}; expected some of {POINTS}")
+    fs = facts.forget
+    if g.blocker():
+        return Finding("activation_patching", "inconclusive", g.blocker(),
+                       seconds=time.perf_counter() - t0)
+    prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
+    n, nf = m1.n_layers, len(fs)
+    configs = _configs(n, points, window)
+    rows = [(f, cells) for _, cells in configs for f in range(nf)]
+    if all_positions:
+        last = encode(m1.tokenizer, prompts, device="cpu").last.tolist()
+        pos_rows = [(f, ((L, "resid_post", k),)) for L in range(n) for k in range(max_back)
+                    for f in range(nf) if k <= last[f]]
+        rows += pos_rows
+    run = patch(m1, m0, prompts, answers, rows, batch_size, progress=progress)
+    lp1, lp0 = run.base, run.source
+    main = run.logprobs[: len(configs) * nf].reshape(len(configs), nf)
+    pooled, per_fact = recovery(main, lp1, lp0, min_gap)
+    labels = [name for name, _ in configs]
+    arrays: dict[str, np.ndarray] = {"lp_m0": lp0, "lp_m1": lp1}
+    for p in points:
+        sel = [i for i, name in enumerate(labels) if name.startswith(f"{p}@") and "-" not in name]
+        arrays[f"recovery_{p}"] = pooled[sel]
+        arrays[f"recovery_by_fact_{p}"] = per_fact[sel].T  # [facts, layers]
+        win = [i for i, name in enumerate(labels) if name.startswith(f"{p}@") and "-" in name]
+        if win:
+            arrays[f"recovery_window{window}_{p}"] = pooled[win]
+    if all_positions:
+        grid = np.full((n, max_back), np.nan)
+        extra = run.logprobs[len(configs) * nf:]
+        for L in range(n):
+            for k in range(max_back):
+                idx = [i for i, (f, ((l2, _, k2),)) in enumerate(pos_rows) if l2 == L and k2 == k]
+                fsel = [pos_rows[i][0] for i in idx]
+                grid[L, k] = recovery(extra[idx], lp1[fsel], lp0[fsel], min_gap)[0] if idx else np.nan
+        arrays["recovery_resid_post_by_back"] = grid  # [layer, tokens before the last]
+    div = divergence(m0, m1, prompts)
+    arrays["divergence_resid_post"] = div
+    scores = {"gap_nats": float(np.mean(lp0 - lp1)), "max_divergence": float(div.max())}
+    depth = float("nan")
+    if oracle is not None:
+        depth, d1, dr = _depth(m0, m1, oracle, prompts, answers, batch_size, progress)
+        arrays["transfer_m1_into_m0"], arrays["transfer_oracle_into_m0"] = d1, dr
+        scores["depth"] = depth
+    single = [(pooled[i], labels[i]) for i, name in enumerate(labels)
+              if "-" not in name and not name.startswith("resid")]
+    best, best_label = max(single) if single else (float("nan"), "")
+    resid_rec = arrays.get("recovery_resid_post")
+    scores.update({"best_single_recovery": float(best),
+                   "max_window_recovery": float(max((pooled[i] for i, nm in enumerate(labels)
+                                                     if "-" in nm), default=np.nan))})
+    if resid_rec is not None:
+        scores["max_resid_recovery_before_last"] = float(resid_rec[:-1].max()) if n > 1 else 0.0
+    reading, reason = _read(div, best, best_label, resid_rec, depth, scores["gap_nats"])
+    fig = _figure(labels, pooled, points, n, window)
+    return Finding("activation_patching", reading, reason, scores, arrays,
+                   meta={"method": run.method, "n_facts": nf, "points": list(points),
+                         "window": window, "labels": labels},
+                   figure=fig, seconds=time.perf_counter() - t0)
+
+
+def _read(div: np.ndarray, best: float, best_label: str, resid_rec: np.ndarray | None,
+          depth: float, gap: float) -> tuple[str, str]:
+    if div.max() < IDENTICAL:
+        return ("suppression-signature",
+                f"M1's residual stream equals M0's at every layer on the forget prompts, yet the "
+                f"answer lost {gap:.1f} nats: the edit acts after the last block (at the output)")
+    if best_label:
+        layer = int(best_label.split("@")[1])
+        if best >= RECOVERED and (layer == 0 or div[:layer].max() < SAME):
+            return ("suppression-signature",
+                    f"patching M0's {best_label} alone restores {best:.0%} of the answer and M1 "
+                    f"computes like M0 before block {layer}: a localised suppressor")
+    if resid_rec is not None:
+        onset = int(np.argmax(resid_rec >= RECOVERED)) if (resid_rec >= RECOVERED).any() else -1
+        n = len(resid_rec)
+        if onset >= n - max(1, n // 4) and onset > 0 and div[:onset].max() < SAME:
+            return ("suppression-signature",
+                    f"the residual restores the answer only from block {onset} of {n}, and M1 "
+                    f"computes like M0 before it: the edit is confined to the last blocks")
+    if not np.isnan(depth):
+        if depth >= DEPTH_REMOVED:
+            return "removal-consistent", f"M1 erased the facts as deep as the oracle (depth {depth:.2f})"
+        if depth <= DEPTH_SHALLOW:
+            return ("suppression-signature",
+                    f"M1's forgetting lives much shallower than the oracle's (depth {depth:.2f})")
+    before_last = resid_rec[:-1].max() if resid_rec is not None and len(resid_rec) > 1 else 0.0
+    if (np.isnan(best) or best < RECOVERED) and before_last < RECOVERED:
+        return ("removal-consistent",
+                f"no single activation restores the answer (best {best:.0%}; residual before "
+                f"the last block at most {before_last:.0%})")
+    return ("inconclusive",
+            f"patching restores the answer ({best_label or 'residual'}: {max(best, before_last):.0%}) "
+            "but M1 differs from M0 before that point; without an oracle this cannot be told "
+            "from removal")
+
+
+def _figure(labels: list[str], pooled: np.ndarray, points: Sequence[str], n: int, window: int):
+    import plotly.graph_objects as go
+
+    z, names = [], []
+    for p in points:
+        z.append([float(pooled[labels.index(f"{p}@{L}")]) for L in range(n)])
+        names.append(p)
+        if f"{p}@0-{window - 1}" in labels:
+            z.append([float(pooled[labels.index(f"{p}@{s}-{s + window - 1}")])
+                      if f"{p}@{s}-{s + window - 1}" in labels else None for s in range(n)])
+            names.append(f"{p} (window {window}, by first block)")
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=names, zmin=0, zmax=1,
+                               colorscale="Viridis", colorbar={"title": "recovery"}))
+    fig.update_layout(title="Activation patching: M0 -> M1 recovery of the forget answers",
+                      xaxis_title="layer", template="plotly_white", height=360)
+    return fig

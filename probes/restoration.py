@@ -1,0 +1,216 @@
+"""Parameter restoration: put M0's weights back into M1 one group at a time and measure recovery.
+
+Groups are sliding windows of blocks, the last k blocks, the embeddings, the output head (final
+norm + unembedding), and one module type across all blocks (attention, MLP, norms). Each group is
+evaluated with `torch.func.functional_call` and a dict holding only that group's M0 tensors, so
+no model is copied and M1 is never modified. An inference-time edit (same weights, extra hooks)
+is restored instead by removing its interventions one at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probes.base import Finding
+from probes.patching import MIN_GAP, RECOVERED, answer_logprob_from_logits, recovery
+from workbench.batching import chunks, encode
+from workbench.errors import IncompatibleSubjectsError
+from workbench.models import Subject, decoder_layers
+
+Group = tuple[str, str, tuple[str, ...]]  # (label, kind, parameter names)
+
+
+def _names_of(model: torch.nn.Module, modules: Sequence[torch.nn.Module]) -> tuple[str, ...]:
+    ids = {id(p) for m in modules for p in m.parameters()}
+    return tuple(n for n, p in model.named_parameters() if id(p) in ids)
+
+
+def _final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
+    for path in ("model.norm", "gpt_neox.final_layer_norm", "transformer.ln_f",
+                 "model.decoder.final_layer_norm"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    return None
+
+
+def groups(model: torch.nn.Module, window_sizes: Sequence[int] = (1, 3),
+           last_k: Sequence[int] = (1, 2, 4)) -> list[Group]:
+    """The parameter groups restored one at a time (names as in `model.named_parameters()`)."""
+    blocks = decoder_layers(model)
+    n = len(blocks)
+    out: list[Group] = []
+    for w in sorted(set(window_sizes)):
+        if 1 <= w <= n:
+            out += [(f"blocks {s}-{s + w - 1}" if w > 1 else f"block {s}", f"window{w}",
+                     _names_of(model, blocks[s:s + w])) for s in range(n - w + 1)]
+    out += [(f"last {k} blocks", "last_k", _names_of(model, blocks[n - k:]))
+            for k in sorted(set(last_k)) if 1 <= k <= n]
+    emb = model.get_input_embeddings()
+    out.append(("embeddings", "embed", _names_of(model, [emb])))
+    head = [m for m in (_final_norm(model), model.get_output_embeddings()) if m is not None]
+    out.append(("output head (final norm + unembedding)", "head", _names_of(model, head)))
+    kinds = {"attention": [], "mlp": [], "norms": []}
+    for blk in blocks:
+        for name, mod in blk.named_children():
+            low = name.lower()
+            key = ("attention" if "attn" in low or "attention" in low else
+                   "mlp" if "mlp" in low or "feed_forward" in low else
+                   "norms" if "norm" in low or "ln" in low else None)
+            if key:
+                kinds[key].append(mod)
+    out += [(f"all {k}", "type", _names_of(model, mods)) for k, mods in kinds.items() if mods]
+    return [g for g in out if g[2]]
+
+
+@torch.no_grad()
+def _logprobs(model: torch.nn.Module, tokenizer, prompts, answers, params: dict | None,
+              batch_size: int, device) -> np.ndarray:
+    out = []
+    for sl in chunks(len(prompts), batch_size):
+        b = encode(tokenizer, prompts[sl], answers[sl], device=device)
+        kw = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
+        res = (torch.func.functional_call(model, params, (), kw, strict=False) if params
+               else model(**kw))
+        out.append(answer_logprob_from_logits(res.logits[:, :-1], b.input_ids[:, 1:],
+                                              b.answer_mask[:, :-1]).cpu())
+    return torch.cat(out).numpy()
+
+
+def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
+                          window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
+                          batch_size: int = 64, min_gap: float = MIN_GAP, seed: int = 0,
+                          progress: bool = False, device: str | None = None) -> Finding:
+    """Restore M0's weights into M1 group by group (or remove M1's interventions one by one)
+    and read whether a small, late part of the model holds the forgetting."""
+    from probes.common import gate, seed_all
+
+    t0 = time.perf_counter()
+    seed_all(seed)
+    g = gate(m0, m1, facts)
+    if oracle is not None:
+        from workbench.models import check_compatible
+
+        check_compatible(m0, oracle)
+    if g.blocker():
+        return Finding("parameter_restoration", "inconclusive", g.blocker(),
+                       seconds=time.perf_counter() - t0)
+    fs = facts.forget
+    prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
+    p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
+    if p0.keys() != p1.keys() or any(p0[k].shape != p1[k].shape for k in p0):
+        raise IncompatibleSubjectsError(
+            f"{m0.name!r} and {m1.name!r} have different parameter names or shapes")
+    dev = m1.device
+    lp0 = _logprobs(m0.model, m0.tokenizer, prompts, answers, None, batch_size, m0.device)
+    lp1 = _logprobs(m1.model, m1.tokenizer, prompts, answers, None, batch_size, dev)
+    changed = {k for k in p0 if not torch.equal(p0[k], p1[k].to(p0[k].device))}
+    added = _added_interventions(m0, m1)
+    labels, kinds, recs, sizes = [], [], [], []
+    per_fact: list[np.ndarray] = []
+    total = sum(p.numel() for p in p1.values())
+    todo = groups(m1.model, window_sizes, last_k) if changed else []
+    for label, kind, names in tqdm(todo, desc="restore", disable=not progress):
+        if changed.isdisjoint(names):  # nothing to restore here: M1 as is, by construction
+            lp = lp1
+        else:
+            lp = _logprobs(m1.model, m1.tokenizer, prompts, answers,
+                           {n: p0[n].to(dev) for n in names}, batch_size, dev)
+        pooled, pf = recovery(lp, lp1, lp0, min_gap)
+        labels.append(label), kinds.append(kind), recs.append(float(pooled))
+        sizes.append(sum(p1[n].numel() for n in names) / total), per_fact.append(pf)
+    if not changed and added:
+        for i, iv in enumerate(added):
+            rest = [x for j, x in enumerate(added) if j != i]
+            s = m0.with_interventions(*rest) if rest else m0
+            lp = _logprobs(s.model, s.tokenizer, prompts, answers, None, batch_size, s.device)
+            pooled, pf = recovery(lp, lp1, lp0, min_gap)
+            labels.append(f"remove intervention {iv.name}"), kinds.append("intervention")
+            recs.append(float(pooled)), sizes.append(0.0), per_fact.append(pf)
+    arrays = {"recovery": np.array(recs), "param_fraction": np.array(sizes),
+              "lp_m0": lp0, "lp_m1": lp1}
+    if per_fact:
+        arrays["recovery_by_fact"] = np.stack(per_fact, 1)  # [facts, groups]
+    reading, reason, scores = _read(labels, kinds, np.array(recs), m1.n_layers, bool(changed),
+                                    added)
+    scores.update({"changed_param_fraction":
+                   sum(p1[k].numel() for k in changed) / total if total else 0.0,
+                   "gap_nats": float(np.mean(lp0 - lp1))})
+    return Finding("parameter_restoration", reading, reason, scores, arrays,
+                   meta={"labels": labels, "kinds": kinds, "n_facts": len(fs),
+                         "weights_identical": not changed,
+                         "interventions": [iv.name for iv in added]},
+                   figure=_figure(labels, recs), seconds=time.perf_counter() - t0)
+
+
+def _added_interventions(m0: Subject, m1: Subject) -> list:
+    base = tuple(m0.interventions)
+    ivs = tuple(m1.interventions)
+    return list(ivs[len(base):]) if ivs[:len(base)] == base else list(ivs)
+
+
+def _small_late(label: str, kind: str, n_layers: int) -> bool:
+    """A window of at most 3 blocks in the last third, the last <= 3 blocks, or the head."""
+    if kind == "head":
+        return True
+    if kind == "last_k":
+        return int(label.split()[1]) <= 3
+    if kind.startswith("window") and int(kind[6:]) <= 3:
+        first = int(label.split()[1].split("-")[0])
+        return first >= n_layers - max(1, n_layers // 3)
+    return False
+
+
+def _read(labels, kinds, recs: np.ndarray, n_layers: int, changed: bool,
+          added: list) -> tuple[str, str, dict[str, float]]:
+    scores = {"max_recovery": float(recs.max()) if len(recs) else 0.0}
+    if not changed:
+        iv = [i for i, k in enumerate(kinds) if k == "intervention"]
+        if not iv:
+            return "inconclusive", "M1's weights and hooks are M0's: nothing to restore", scores
+        best = max(iv, key=lambda i: recs[i])
+        scores["best_intervention_recovery"] = float(recs[best])
+        if recs[best] >= RECOVERED:
+            return ("suppression-signature",
+                    f"M1's weights are M0's; {labels[best]} restores {recs[best]:.0%} of the "
+                    "answer: the forgetting is an inference-time hook", scores)
+        return ("inconclusive", "M1's weights are M0's and removing no single intervention "
+                f"restores the answer (best {recs[best]:.0%})", scores)
+    small = [i for i, (lb, k) in enumerate(zip(labels, kinds, strict=True))
+             if _small_late(lb, k, n_layers)]
+    local = [i for i, k in enumerate(kinds) if k in ("window1", "window2", "window3", "head")]
+    best_small = max(small, key=lambda i: recs[i]) if small else None
+    best_local = max(local, key=lambda i: recs[i]) if local else None
+    scores["best_small_late_recovery"] = float(recs[best_small]) if small else 0.0
+    scores["best_local_recovery"] = float(recs[best_local]) if local else 0.0
+    for i in (best_small, best_local):
+        if i is not None and recs[i] >= RECOVERED:
+            return ("suppression-signature",
+                    f"restoring M0's {labels[i]} brings back {recs[i]:.0%} of the answer: "
+                    "a localised suppressor", scores)
+    typed = [i for i, k in enumerate(kinds) if k == "type"]
+    spread = (f"; only whole module types do ({labels[max(typed, key=lambda i: recs[i])]}: "
+              f"{recs[max(typed, key=lambda i: recs[i])]:.0%})" if typed
+              and recs[typed].max() >= RECOVERED else "")
+    return ("removal-consistent",
+            f"no window of <= 3 blocks nor the output head restores the answer (best "
+            f"{scores['best_local_recovery']:.0%}){spread}", scores)
+
+
+def _figure(labels: list[str], recs: list[float]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=labels, y=recs))
+    fig.update_layout(title="Parameter restoration: M0 weights -> M1, forget-answer recovery",
+                      yaxis_title="recovery (0 = M1, 1 = M0)", yaxis_range=[min(0, *recs), 1.05],
+                      template="plotly_white", height=380)
+    return fig
