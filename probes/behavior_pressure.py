@@ -1,0 +1,109 @@
+"""Behaviour under pressure: does the forgetting hold when the question is rephrased, and does a
+forget fact in the context break unrelated answers (a trigger, i.e. suppression)?
+
+Correctness is the teacher-forced greedy exact match (one batched forward pass per prompt set).
+The mixed-prompt trigger compares a retain question after a stated forget fact with the same
+question after a stated holdout fact, so a prefix that merely confuses the model cancels out.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from probes.base import Finding
+from probes.common import gate, mixed_prompts
+from workbench.behavior import answer_logprobs
+from workbench.facts import FactSet
+from workbench.models import Subject
+
+LEAK_MIN = 0.2  # paraphrased forget accuracy above the canonical one (and above Mr's): a leak
+TRIGGER_MIN = 0.15  # retain accuracy lost to a forget prefix beyond M0's (and Mr's): a trigger
+
+
+def _score(subject: Subject, prompts: list[str], answers: list[str]) -> tuple[float, float]:
+    if not prompts:
+        return float("nan"), float("nan")
+    total, _, exact = answer_logprobs(subject, prompts, answers)
+    return float(exact.mean()), float(total.mean())
+
+
+def _measure(subject: Subject, facts: FactSet, mixed: dict[str, tuple[list, list]]) -> dict:
+    out: dict[str, float] = {}
+    for split in facts.splits():
+        fs = facts.split(split)
+        out[f"{split}_acc"], out[f"{split}_logprob"] = _score(
+            subject, [f.prompt for f in fs], [f.answer for f in fs])
+        para = [(p, f.answer) for f in fs for p in f.paraphrases]
+        out[f"{split}_para_acc"], out[f"{split}_para_logprob"] = _score(
+            subject, [p for p, _ in para], [a for _, a in para])
+    for name, (prompts, answers) in mixed.items():
+        out[f"retain_after_{name}_acc"], out[f"retain_after_{name}_logprob"] = _score(
+            subject, prompts, answers)
+    return out
+
+
+def behavior_pressure(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                      seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
+    """Accuracy / log-prob per split, on paraphrases, and on mixed prompts, for M0, M1 (Mr)."""
+    t0 = time.perf_counter()
+    g = gate(m0, m1, facts)
+    questions = facts.retain if len(facts.retain) else facts.holdout
+    mixed: dict[str, tuple[list, list]] = {}
+    for name, prefixes in (("forget", facts.forget), ("holdout", facts.holdout)):
+        if len(prefixes) and len(questions):
+            p, a, _ = mixed_prompts(m0.tokenizer, prefixes, questions, seed)
+            mixed[name] = (p, a)
+    subjects = {"M0": m0, "M1": m1} | ({"Mr": oracle} if oracle is not None else {})
+    table = {name: _measure(s, facts, mixed) for name, s in subjects.items()}
+    scores = {f"{k}_{name}": v for name, row in table.items() for k, v in row.items()}
+
+    def trig(name: str) -> float:
+        row = table[name]
+        return row.get("retain_after_holdout_acc", np.nan) - row.get("retain_after_forget_acc",
+                                                                     np.nan)
+
+    trigger = trig("M1") - trig("M0")
+    leak = table["M1"]["forget_para_acc"] - table["M1"]["forget_acc"]
+    if oracle is not None:
+        trigger = min(trigger, trig("M1") - trig("Mr"))
+        leak = min(leak, table["M1"]["forget_para_acc"] - table["Mr"]["forget_para_acc"])
+    scores |= {"mixed_trigger": float(trigger), "paraphrase_gap": float(leak),
+               "mixed_retain_drop": float(table["M0"].get("retain_after_forget_acc", np.nan)
+                                          - table["M1"].get("retain_after_forget_acc", np.nan))}
+    reading, reason = _read(g.blocker(), trigger, leak, table)
+    arrays = {f"{name}_{k}": np.array([v]) for name, row in table.items() for k, v in row.items()
+              if k.endswith("_acc")}
+    return Finding("behavior_pressure", reading, reason, scores, arrays,
+                   meta={"n_mixed": len(mixed.get("forget", ([], []))[0]), "seed": seed,
+                         "correctness": "teacher-forced greedy exact match"},
+                   figure=_figure(table), seconds=time.perf_counter() - t0)
+
+
+def _read(blocker, trigger, leak, table) -> tuple[str, str]:
+    if blocker:
+        return "inconclusive", blocker
+    m1 = table["M1"]
+    found = []
+    if np.isfinite(trigger) and trigger > TRIGGER_MIN:
+        found.append(f"a forget fact in the context costs retain answers {trigger:.0%} more "
+                     "than in M0 (trigger)")
+    if np.isfinite(leak) and leak > LEAK_MIN:
+        found.append(f"paraphrases recover forget answers ({m1['forget_para_acc']:.0%} vs "
+                     f"{m1['forget_acc']:.0%} canonical)")
+    if found:
+        return "suppression-signature", "; ".join(found)
+    return "removal-consistent", ("forgetting holds under paraphrase and forget context leaves "
+                                  "retain answers alone")
+
+
+def _figure(table: dict[str, dict[str, float]]):
+    import plotly.graph_objects as go
+
+    keys = [k for k in next(iter(table.values())) if k.endswith("_acc")]
+    fig = go.Figure([go.Bar(name=name, x=[k.removesuffix("_acc") for k in keys],
+                            y=[row[k] for k in keys]) for name, row in table.items()])
+    fig.update_layout(title="Behaviour under pressure", yaxis_title="accuracy", barmode="group",
+                      template="plotly_white", height=360)
+    return fig

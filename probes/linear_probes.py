@@ -1,0 +1,143 @@
+"""Linear probes: can the forget answers still be decoded from M1's hidden states?
+
+What the probe learns: at each layer, a multiclass logistic regression maps the last-prompt-token
+residual of a fact's prompt to its answer value (e.g. " Lisbon"), trained on the retain and
+holdout facts (people the edit never targeted) and tested on the forget facts (people it did).
+It therefore decodes an attribute of a person from the representation of the question, and it
+can only succeed on forget facts if the model still computes their answers internally. Three
+readings per layer: M0's probe on M0 (baseline), M0's probe on M1 (transfer: same directions),
+and a probe refit on M1's own activations (fresh: any linear code). The same for Mr. The
+training split is cross-validated (grouped by entity) to report how well probes work at all.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from probes.base import Finding
+from probes.common import (
+    GONE_MAX,
+    KEPT_MIN,
+    MIN_SIGNAL,
+    ORACLE_TOL,
+    default_layers,
+    gate,
+    late,
+    line_figure,
+    resid,
+)
+from workbench.errors import WorkbenchError
+from workbench.facts import FactSet
+from workbench.models import Subject
+
+C = 1.0  # L2 strength; with standardised features this works across the toy and SmolLM2 sizes
+MAX_ITER = 300
+CV_FOLDS = 5
+
+
+def _probe(seed: int):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=MAX_ITER,
+                                                              random_state=seed))
+
+
+def _label(f) -> str:
+    return f"{f.relation or ''}|{f.answer.strip().lower()}"
+
+
+def _splits(facts: FactSet) -> tuple[FactSet, FactSet]:
+    train = facts.retain + facts.holdout
+    seen = {_label(f) for f in train}
+    test = FactSet(tuple(f for f in facts.forget if _label(f) in seen), "forget-decodable")
+    if len(train) < 10 or len({_label(f) for f in train}) < 2:
+        raise WorkbenchError("linear probes need at least 10 retain+holdout facts with 2+ answers")
+    if not len(test):
+        raise WorkbenchError("no forget fact's answer value occurs among retain/holdout facts: "
+                             "a probe cannot decode it")
+    return train, test
+
+
+def _chance(train: FactSet, test: FactSet) -> float:
+    values: dict[str, set[str]] = {}
+    for f in train:
+        values.setdefault(f.relation or "", set()).add(_label(f))
+    return float(np.mean([1 / len(values.get(f.relation or "", {0})) for f in test]))
+
+
+def linear_probes(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                  seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
+    """Per-layer decodability of forget answers: baseline, transfer and fresh probes."""
+    t0 = time.perf_counter()
+    g = gate(m0, m1, facts)
+    train, test = _splits(facts)
+    layers = default_layers(m0)
+    y_tr = np.array([_label(f) for f in train])
+    y_te = np.array([_label(f) for f in test])
+    groups = np.array([f.entity or f.id for f in train])
+    chance = _chance(train, test)
+    subjects = {"M1": m1} | ({"Mr": oracle} if oracle is not None else {})
+    acts = {name: (resid(s, [f.prompt for f in train], layers),
+                   resid(s, [f.prompt for f in test], layers))
+            for name, s in {"M0": m0, **subjects}.items()}
+    res: dict[str, np.ndarray] = {k: np.zeros(len(layers)) for k in
+                                  ["cv_M0", "M0"] + [f"{t}_{n}" for n in subjects
+                                                     for t in ("transfer", "fresh")]}
+    n_splits = min(CV_FOLDS, len(set(groups)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for i in range(len(layers)):
+            x0_tr, x0_te = acts["M0"][0][i], acts["M0"][1][i]
+            if n_splits >= 2:
+                res["cv_M0"][i] = cross_val_score(_probe(seed), x0_tr, y_tr, groups=groups,
+                                                  cv=GroupKFold(n_splits)).mean()
+            p0 = _probe(seed).fit(x0_tr, y_tr)
+            res["M0"][i] = (p0.predict(x0_te) == y_te).mean()
+            for name in subjects:
+                x_tr, x_te = acts[name][0][i], acts[name][1][i]
+                res[f"transfer_{name}"][i] = (p0.predict(x_te) == y_te).mean()
+                res[f"fresh_{name}"][i] = (_probe(seed).fit(x_tr, y_tr).predict(x_te) == y_te).mean()
+    mask = late(layers, m0.n_layers)
+    best = {k: float(v[mask].max()) for k, v in res.items()}
+    m1_best = max(best["transfer_M1"], best["fresh_M1"])
+    base = best["M0"] - chance
+    kept = (m1_best - chance) / base if base > 0 else 0.0
+    scores = {"chance": chance, "late_M0": best["M0"], "late_transfer_M1": best["transfer_M1"],
+              "late_fresh_M1": best["fresh_M1"], "late_cv_M0": best["cv_M0"],
+              "kept_fraction": kept, "forget_acc_M0": g.forget0, "forget_acc_M1": g.forget1}
+    over_oracle = None
+    if oracle is not None:
+        mr_best = max(best["transfer_Mr"], best["fresh_Mr"])
+        scores |= {"late_transfer_Mr": best["transfer_Mr"], "late_fresh_Mr": best["fresh_Mr"],
+                   "late_M1_minus_Mr": m1_best - mr_best}
+        over_oracle = m1_best - mr_best
+    reading, reason = _read(g.blocker(), base, kept, over_oracle, scores)
+    fig = line_figure("Linear probes: forget answers decoded per layer", layers,
+                      {k: v for k, v in res.items() if k != "cv_M0"}, "forget decoding accuracy")
+    fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
+    return Finding("linear_probes", reading, reason, scores,
+                   {f"acc_{k}": v for k, v in res.items()},
+                   meta={"layers": layers, "n_train": len(train), "n_test": len(test),
+                         "trained_on": "retain+holdout", "tested_on": "forget", "seed": seed},
+                   figure=fig, seconds=time.perf_counter() - t0)
+
+
+def _read(blocker, base, kept, over_oracle, s) -> tuple[str, str]:
+    if blocker:
+        return "inconclusive", blocker
+    if base < MIN_SIGNAL:
+        return "inconclusive", "probes cannot decode forget answers even from M0"
+    where = (f"late-layer decoding M0 {s['late_M0']:.0%}, M1 transfer "
+             f"{s['late_transfer_M1']:.0%} / fresh {s['late_fresh_M1']:.0%}, "
+             f"chance {s['chance']:.0%}")
+    if kept >= KEPT_MIN and (over_oracle is None or over_oracle >= ORACLE_TOL):
+        return "suppression-signature", f"forget answers still decodable from M1 ({where})"
+    if kept <= GONE_MAX or (over_oracle is not None and over_oracle < ORACLE_TOL):
+        return "removal-consistent", f"forget answers no longer decodable from M1 ({where})"
+    return "inconclusive", f"forget answers partly decodable from M1 ({where})"

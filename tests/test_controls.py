@@ -1,0 +1,84 @@
+"""The control edits do what they claim: suppression at the output only, identity, damage."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.behavior import evaluate, summarize
+from workbench.capture import capture
+from workbench.controls import (
+    OutputSuppressor,
+    identity_edit,
+    noise_edit,
+    output_only_suppressor,
+    triggered,
+)
+
+
+def _acc(subject, facts):
+    return {k: v["accuracy"] for k, v in summarize(evaluate(subject, facts, generate=False)).items()}
+
+
+def test_triggered_marks_positions_after_a_trigger():
+    ids = torch.tensor([[5, 1, 2, 7, 8], [1, 5, 2, 1, 2]])
+    got = triggered(ids, [[1, 2], [9]])
+    assert got.tolist() == [[False, False, True, True, True], [False, False, False, False, True]]
+
+
+def test_suppressor_silences_forget_only(toy_original, toy_facts):
+    m1 = output_only_suppressor(toy_original, toy_facts.forget)
+    before, after = _acc(toy_original, toy_facts), _acc(m1, toy_facts)
+    assert before["forget"] > 0.8
+    assert after["forget"] <= 0.02
+    for split in ("retain", "holdout"):
+        assert abs(after[split] - before[split]) <= 0.03
+    # paraphrases name the same entity, so they are silenced too
+    para = summarize(evaluate(m1, toy_facts.forget, generate=False, use_paraphrases=True))
+    assert para["forget"]["accuracy"] <= 0.02
+
+
+def test_suppressor_leaves_every_layer_identical(toy_original, toy_facts):
+    m1 = output_only_suppressor(toy_original, toy_facts.forget)
+    prompts = [f.prompt for f in toy_facts.forget.take(20)]
+    layers = range(toy_original.n_layers)
+    a0, a1 = capture(toy_original, prompts, layers), capture(m1, prompts, layers)
+    for L in layers:
+        assert torch.equal(a0.layer(L), a1.layer(L))
+    # ...while the output logits differ
+    ids = toy_original.tokenizer(prompts[:4], return_tensors="pt", padding=True)["input_ids"]
+    with torch.no_grad():
+        l0, l1 = toy_original.model(input_ids=ids).logits, m1.model(input_ids=ids).logits
+    assert not torch.equal(l0, l1)
+
+
+def test_suppressor_does_not_touch_the_original(toy_original, toy_facts):
+    before = _acc(toy_original, toy_facts.forget)
+    output_only_suppressor(toy_original, toy_facts.forget)
+    assert _acc(toy_original, toy_facts.forget) == before
+
+
+def test_suppressor_round_trips_through_its_spec(toy_original, toy_facts, tmp_path):
+    m1 = output_only_suppressor(toy_original, toy_facts.forget)
+    iv = m1.interventions[-1]
+    again = OutputSuppressor.load(tmp_path, iv.save(tmp_path))
+    m2 = toy_original.with_interventions(again)
+    assert _acc(m2, toy_facts.forget) == _acc(m1, toy_facts.forget)
+
+
+def test_identity_is_identical(toy_original, toy_facts):
+    m1 = identity_edit(toy_original)
+    ids = toy_original.tokenizer([f.prompt for f in toy_facts.take(8)], return_tensors="pt",
+                                 padding=True)["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(toy_original.model(input_ids=ids).logits, m1.model(input_ids=ids).logits)
+    assert m1.meta["control"] == "identity"
+
+
+def test_noise_damages_everything(toy_original, toy_facts):
+    m1 = noise_edit(toy_original, scale=1.0, seed=0)
+    after = _acc(m1, toy_facts)
+    assert after["retain"] < 0.3 and after["holdout"] < 0.3
+    again = noise_edit(toy_original, scale=1.0, seed=0)
+    p1, p2 = next(m1.model.parameters()), next(again.model.parameters())
+    assert torch.equal(p1, p2)  # seeded
+    assert not torch.equal(p1, next(toy_original.model.parameters()))
