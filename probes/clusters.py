@@ -106,12 +106,12 @@ def _read(blocker, recognised, unseen_like, gain, s, layers, oracle, fh) -> tupl
         L = layers[int(np.argmax(np.where(recognised, gain, -np.inf)))]
         return "suppression-signature", (f"M1 pulls forget inputs into their own cluster (layer "
                                          f"{L}: +{gain.max():.2f} spreads beyond the reference)")
+    if s["min_cka_forget"] > 0.99:
+        return "inconclusive", ("M1's forget representations are M0's (CKA > 0.99 at every "
+                                "layer): no recognition inside; any suppression is downstream")
     half = len(layers) // 2
     if unseen_like is not None and unseen_like[half:].all():
         return "removal-consistent", "forget inputs now sit with never-seen ones in M1's late layers"
     if oracle is not None and np.all(np.abs(fh["M1"] - fh["Mr"]) < SEP_GAIN):
         return "removal-consistent", "forget cluster geometry matches the retrain oracle's"
-    if s["min_cka_forget"] > 0.99:
-        return "inconclusive", ("M1's forget representations are M0's (CKA > 0.99 at every "
-                                "layer): no recognition inside; any suppression is downstream")
     return "inconclusive", "no forget-specific cluster in M1, and no match to a removal reference"

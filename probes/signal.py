@@ -83,8 +83,8 @@ def signal(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = No
         if "holdout" in a:
             arrays[f"detect_fh_{name}"] = np.array([_detector(
                 a["forget"][i], a["holdout"][i], ent["forget"], ent["holdout"], seed) for i in n])
-        if "unseen" in a and name == "M1":
-            arrays["detect_fu_M1"] = np.array([_detector(
+        if "unseen" in a and name in ("M0", "M1"):
+            arrays[f"detect_fu_{name}"] = np.array([_detector(
                 a["forget"][i], a["unseen"][i], ent["forget"], ent["unseen"], seed) for i in n])
         arrays[f"norm_forget_{name}"] = np.linalg.norm(a["forget"], axis=-1).mean(1)
         arrays[f"norm_retain_{name}"] = np.linalg.norm(a["retain"], axis=-1).mean(1)
@@ -109,7 +109,9 @@ def signal(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = No
         if f"detect_fh_{name}" in arrays:
             scores[f"max_detect_fh_{name}"] = float(np.nanmax(arrays[f"detect_fh_{name}"]))
     if "detect_fu_M1" in arrays:
-        scores["late_detect_fu_M1"] = float(np.nanmax(arrays["detect_fu_M1"][len(layers) // 2:]))
+        for name in ("M0", "M1"):
+            scores[f"late_detect_fu_{name}"] = float(
+                np.nanmax(arrays[f"detect_fu_{name}"][len(layers) // 2:]))
     reading, reason = _read(g.blocker(), scores, oracle)
     fig = line_figure("Unlearning signal: forget-vs-holdout detector accuracy", layers,
                       {n: arrays[f"detect_fh_{n}"] for n in subjects
@@ -133,7 +135,8 @@ def _read(blocker, s, oracle) -> tuple[str, str]:
         fired.append(f"forget-input norms inflated x{np.exp(s['max_norm_inflation']):.1f}")
     if fired:
         return "suppression-signature", "; ".join(fired)
-    if "late_detect_fu_M1" in s and s["late_detect_fu_M1"] <= 0.5 + DET_MIN:
+    if ("late_detect_fu_M1" in s and s["late_detect_fu_M1"] <= 0.5 + DET_MIN
+            < s["late_detect_fu_M0"]):
         return "removal-consistent", ("no forget signal, and forget inputs are indistinguishable "
                                       "from never-seen ones in M1's late layers")
     why = " (matches the retrain oracle)" if oracle is not None else ""
