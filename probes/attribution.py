@@ -77,6 +77,19 @@ def _gradients(m1: Subject, prompts, answers, layers, points, batch_size: int
             torch.cat(lps))
 
 
+def attribution_deltas(m0: Subject, m1: Subject, prompts: Sequence[str], answers: Sequence[str],
+                       points: Sequence[str] = ("resid_post",), batch_size: int = 32
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """First-order estimate of (patched - M1) answer log-prob, {point: [layer, facts]}, and M1's
+    answer log-probs [facts]: one capture on M0, one forward + backward on M1."""
+    layers = list(range(m1.n_layers))
+    a0 = capture(m0, list(prompts), layers, points, position="last", batch_size=batch_size)
+    a1, gr, lp1 = _gradients(m1, list(prompts), list(answers), layers, points, batch_size)
+    deltas = {p: torch.stack([((a0.layer(L, p).to(m1.device) - a1[(L, p)]) * gr[(L, p)]).sum(-1)
+                              for L in layers]).float().cpu().numpy() for p in points}
+    return deltas, lp1.cpu().numpy()
+
+
 def attribution_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
                          points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
                          exact: Finding | None = None, compare: bool = True, top_k: int = 5,
@@ -98,18 +111,14 @@ def attribution_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None
     fs = facts.forget
     prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
     n, layers = m1.n_layers, list(range(m1.n_layers))
-    a0 = capture(m0, prompts, layers, points, position="last", batch_size=batch_size)
-    a1, gr, lp1 = _gradients(m1, prompts, answers, layers, points, batch_size)
+    deltas, lp1 = attribution_deltas(m0, m1, prompts, answers, points, batch_size)
     from probes.restoration import _logprobs
 
     lp0 = _logprobs(m0.model, m0.tokenizer, prompts, answers, None, batch_size, m0.device)
-    lp1 = lp1.cpu().numpy()
     arrays: dict[str, np.ndarray] = {"lp_m0": lp0, "lp_m1": lp1}
     est = {}
     for p in points:
-        delta = torch.stack([((a0.layer(L, p).to(m1.device) - a1[(L, p)]) * gr[(L, p)]).sum(-1)
-                             for L in layers]).float().cpu().numpy()  # [layer, facts]
-        est[p] = recovery(lp1 + delta, lp1, lp0, min_gap)[0]
+        est[p] = recovery(lp1 + deltas[p], lp1, lp0, min_gap)[0]
         arrays[f"attribution_{p}"] = est[p]
     scores: dict[str, float] = {}
     if exact is not None or compare:

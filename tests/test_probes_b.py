@@ -1,0 +1,213 @@
+"""Analysis modules part B: activation patching, attribution patching, parameter restoration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_subject
+
+from probes.attribution import attribution_deltas, attribution_patching
+from probes.patching import activation_patching, patch, tl_reference_patching
+from probes.restoration import groups, parameter_restoration
+from workbench.batching import encode
+from workbench.errors import IncompatibleSubjectsError, LayerError
+from workbench.facts import Fact, FactSet
+from workbench.models import decoder_layers
+
+PROMPTS = ["The capital of France is", "Hello there my", "A B C D E F", "x"]
+ANSWERS = [" Paris", " friend of mine", " G", " y z"]
+POINTS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
+
+
+@pytest.fixture
+def pair(bundled):
+    return (make_tiny_subject(bundled.tokenizer, n_layers=3, seed=0),
+            make_tiny_subject(bundled.tokenizer, n_layers=3, seed=1))
+
+
+def naive(base, source, prompts, answers, layer, point, back=0) -> np.ndarray:
+    """One full forward pass per cell, written independently of probes.patching."""
+    b = encode(base.tokenizer, prompts, answers)
+    blk = decoder_layers(base.model)[layer]
+    mod = {"attn_out": blk.self_attn, "mlp_out": blk.mlp}.get(point, blk)
+    got = {}
+    rows = torch.arange(len(prompts))
+    pos = b.last - back
+
+    def grab(_m, args, kwargs, out=None):
+        h = (args[0] if args else kwargs["hidden_states"]) if out is None else out
+        got["h"] = (h[0] if isinstance(h, tuple) else h)[rows, pos].clone()
+
+    src_mod = {"attn_out": decoder_layers(source.model)[layer].self_attn,
+               "mlp_out": decoder_layers(source.model)[layer].mlp}.get(
+        point, decoder_layers(source.model)[layer])
+    if point == "resid_pre":
+        h = src_mod.register_forward_pre_hook(lambda m, a, k: grab(m, a, k), with_kwargs=True)
+    else:
+        h = src_mod.register_forward_hook(lambda m, a, o: grab(m, a, None, o))
+    with torch.no_grad():
+        source.model(input_ids=b.input_ids)
+    h.remove()
+
+    def put(x):
+        x = x.clone()
+        x[rows, pos] = got["h"]
+        return x
+
+    if point == "resid_pre":
+        h = mod.register_forward_pre_hook(
+            lambda m, a, k: ((put(a[0]), *a[1:]), k) if a else
+            (a, {**k, "hidden_states": put(k["hidden_states"])}), with_kwargs=True)
+    else:
+        h = mod.register_forward_hook(
+            lambda m, a, o: (put(o[0]), *o[1:]) if isinstance(o, tuple) else put(o))
+    with torch.no_grad():
+        logits = base.model(input_ids=b.input_ids).logits
+    h.remove()
+    logp = logits[:, :-1].log_softmax(-1).gather(-1, b.input_ids[:, 1:, None])[..., 0]
+    return (logp * b.answer_mask[:, :-1]).sum(1).numpy()
+
+
+# ----- mechanics on tiny random models ------------------------------------------------------
+
+def test_batched_patching_equals_naive_loop(pair):
+    m0, m1 = pair
+    cells = [(L, p) for p in POINTS for L in range(3)]
+    rows = [(f, ((L, p, 0),)) for L, p in cells for f in range(len(PROMPTS))]
+    inc = patch(m1, m0, PROMPTS, ANSWERS, rows, batch_size=7, method="incremental")
+    full = patch(m1, m0, PROMPTS, ANSWERS, rows, batch_size=5, method="full")
+    ref = np.concatenate([naive(m1, m0, PROMPTS, ANSWERS, L, p) for L, p in cells])
+    assert np.abs(inc.logprobs - ref).max() < 1e-4
+    assert np.abs(full.logprobs - ref).max() < 1e-4
+    assert np.abs(ref - np.tile(inc.base, len(cells))).max() > 1e-2  # the patches do something
+    # earlier positions (all-position patching) go through the full path
+    rows_back = [(f, ((1, "resid_post", 1),)) for f in range(3)]
+    back = patch(m1, m0, PROMPTS[:3], ANSWERS[:3], rows_back)
+    assert back.method == "full"
+    assert np.abs(back.logprobs - naive(m1, m0, PROMPTS[:3], ANSWERS[:3], 1, "resid_post", 1)
+                  ).max() < 1e-4
+
+
+@pytest.mark.parametrize("point", ["resid_post", "attn_out"])
+def test_batched_patching_equals_transformer_lens(pair, point):
+    m0, m1 = pair
+    rows = [(f, ((L, point, 0),)) for L in range(3) for f in range(len(PROMPTS))]
+    ours = patch(m1, m0, PROMPTS, ANSWERS, rows).logprobs.reshape(3, -1).mean(1)
+    ref = tl_reference_patching(m1, m0, PROMPTS, ANSWERS, point)
+    assert ref.shape == (3,)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_patching_rejects_bad_cells(pair):
+    m0, m1 = pair
+    with pytest.raises(LayerError, match="invalid patch cell"):
+        patch(m1, m0, PROMPTS, ANSWERS, [(0, ((7, "resid_post", 0),))])
+    with pytest.raises(LayerError, match="invalid patch cell"):
+        patch(m1, m0, PROMPTS, ANSWERS, [(0, ((0, "logits", 0),))])
+
+
+def test_prompt_reading_hook_falls_back_to_full_path(pair):
+    from workbench.controls import output_only_suppressor
+
+    m0, _ = pair
+    facts = FactSet((Fact("a", PROMPTS[0], ANSWERS[0], "forget", entity="France"),))
+    sup = output_only_suppressor(m0, facts)
+    rows = [(0, ((L, "resid_post", 0),)) for L in range(3)]
+    run = patch(sup, m0, PROMPTS[:1], ANSWERS[:1], rows)
+    assert run.method == "full"  # the suppressor reads the whole prompt: no KV-cache shortcut
+    assert run.base[0] < run.source[0] - 50  # it fired
+    assert np.allclose(run.logprobs, run.base, atol=1e-4)  # activations patched are M0's own
+
+
+def test_attribution_tracks_exact_patching_for_a_small_edit(pair):
+    from workbench.controls import noise_edit
+
+    m0, _ = pair
+    m1 = noise_edit(m0, scale=0.02, seed=3)
+    deltas, lp1 = attribution_deltas(m0, m1, PROMPTS, ANSWERS, ("resid_post", "mlp_out"))
+    rows = [(f, ((L, p, 0),)) for p in ("resid_post", "mlp_out") for L in range(3)
+            for f in range(len(PROMPTS))]
+    exact = patch(m1, m0, PROMPTS, ANSWERS, rows).logprobs.reshape(6, -1) - lp1
+    approx = np.concatenate([deltas["resid_post"], deltas["mlp_out"]])
+    assert np.corrcoef(approx.ravel(), exact.ravel())[0, 1] > 0.9
+
+
+def test_restoration_groups_cover_the_model(tiny):
+    gs = groups(tiny.model)
+    names = {n for _, _, ns in gs for n in ns}
+    assert names == {n for n, _ in tiny.model.named_parameters()}
+    labels = [g[0] for g in gs]
+    assert "block 0" in labels and "last 1 blocks" in labels and "all mlp" in labels
+
+
+def test_incompatible_subjects_are_refused(pair, bundled, toy_facts):
+    m0, _ = pair
+    other = make_tiny_subject(bundled.tokenizer, n_layers=2)
+    for fn in (activation_patching, attribution_patching, parameter_restoration):
+        with pytest.raises(IncompatibleSubjectsError):
+            fn(m0, other, toy_facts)
+
+
+# ----- the control edits on the toy world ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def suppressor(toy_original, toy_facts):
+    from workbench.controls import output_only_suppressor
+
+    return output_only_suppressor(toy_original, toy_facts.forget)
+
+
+def test_output_suppressor_shows_suppression_signature(toy_original, suppressor, toy_facts):
+    ap = activation_patching(toy_original, suppressor, toy_facts)
+    assert ap.reading == "suppression-signature", ap.reason
+    assert ap.scores["max_divergence"] < 1e-4 and ap.scores["gap_nats"] > 5
+    assert ap.arrays["recovery_resid_post"].shape == (toy_original.n_layers,)
+    assert ap.figure is not None
+    rs = parameter_restoration(toy_original, suppressor, toy_facts)
+    assert rs.reading == "suppression-signature", rs.reason
+    assert rs.meta["weights_identical"]
+    assert rs.scores["best_intervention_recovery"] > 0.95
+    at = attribution_patching(toy_original, suppressor, toy_facts, exact=ap)
+    assert at.reading == "suppression-signature", at.reason
+
+
+def test_retrain_oracle_shows_no_suppression_signature(toy_original, toy_oracle, toy_facts):
+    ap = activation_patching(toy_original, toy_oracle, toy_facts, oracle=toy_oracle)
+    assert ap.reading == "removal-consistent", ap.reason
+    assert ap.scores["depth"] == pytest.approx(1.0)
+    alone = activation_patching(toy_original, toy_oracle, toy_facts)
+    assert alone.reading != "suppression-signature", alone.reason
+    rs = parameter_restoration(toy_original, toy_oracle, toy_facts)
+    assert rs.reading != "suppression-signature", rs.reason
+    assert not rs.meta["weights_identical"]
+    at = attribution_patching(toy_original, toy_oracle, toy_facts, exact=alone)
+    assert at.reading != "suppression-signature", at.reason
+    assert -1 <= at.scores["correlation"] <= 1
+
+
+def test_weight_restoration_finds_a_late_weight_edit(toy_original, toy_facts):
+    """M1 = M0 with its last block's MLP zeroed: restoring that block (or the last block)
+    brings the answers back exactly, every other single-block window changes nothing."""
+    m1 = toy_original.clone(source="late-mlp-ablation")
+    with torch.no_grad():
+        m1.layers()[-1].mlp.down_proj.weight.zero_()
+    before = {n: p.clone() for n, p in m1.model.named_parameters()}
+    rs = parameter_restoration(toy_original, m1, toy_facts, window_sizes=(1,), last_k=(1,))
+    assert all(torch.equal(before[n], p) for n, p in m1.model.named_parameters())  # untouched
+    rec = dict(zip(rs.meta["labels"], rs.arrays["recovery"], strict=True))
+    n = toy_original.n_layers
+    if rs.reading == "inconclusive":  # the gate found nothing unlearned: recovery still exact
+        assert "answers" in rs.reason or "damaged" in rs.reason
+        return
+    assert rec[f"block {n - 1}"] == pytest.approx(1.0, abs=1e-4)
+    assert all(rec[f"block {i}"] == 0 for i in range(n - 1))
+    assert rs.reading == "suppression-signature"
+
+
+def test_identity_edit_is_inconclusive(toy_original, toy_facts):
+    from workbench.controls import identity_edit
+
+    for fn in (activation_patching, parameter_restoration, attribution_patching):
+        f = fn(toy_original, identity_edit(toy_original), toy_facts)
+        assert f.reading == "inconclusive" and "still answers" in f.reason
