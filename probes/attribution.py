@@ -19,6 +19,7 @@ from probes.patching import (
     answer_logprob_from_logits,
     divergence,
     patch,
+    recent,
     recovery,
 )
 from workbench.batching import chunks, encode
@@ -152,6 +153,7 @@ def attribution_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None
 
 
 def _exact(m0, m1, prompts, answers, points, exact: Finding | None, min_gap) -> dict:
+    exact = exact if exact is not None else recent(m0, m1, prompts)
     if exact is not None and all(f"recovery_{p}" in exact.arrays for p in points):
         return {p: np.asarray(exact.arrays[f"recovery_{p}"]) for p in points}
     n, nf = m1.n_layers, len(prompts)
