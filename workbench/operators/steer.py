@@ -55,6 +55,9 @@ class SteerConfig(OperatorConfig):
     gate: str = "logreg"  # none | logreg | meandiff
     gate_layer: int | None = None  # None: the first steered layer
     gate_c: float = 1.0  # inverse L2 strength of the logistic-regression gate
+    # where the gate fires between the highest-scoring retain input (0) and the lowest-scoring
+    # forget input (1) of the fitting data: near 1 spares inputs unlike every forget input
+    gate_threshold: float = 0.9
     use_paraphrases: bool = True  # fit on every phrasing of each fact, not only the prompt
     batch_size: int = 32
 
@@ -85,9 +88,19 @@ def mean_token_norm(subject: Subject, prompts: Sequence[str], layer: int,
     return float(h.norm(dim=-1)[mask].mean())
 
 
-def fit_gate(pos: Tensor, neg: Tensor, kind: str, c: float = 1.0,
-             seed: int = 0) -> tuple[Tensor, float]:
-    """A linear detector (w, b) with `w . h + b > 0` on `pos` (forget) rows."""
+def fit_gate(pos: Tensor, neg: Tensor, kind: str, c: float = 1.0, seed: int = 0,
+             threshold: float = 0.9) -> tuple[Tensor, float]:
+    """A linear detector (w, b) that fires (`w . h + b > 0`) on `pos` (forget) rows; its cut sits
+    at `threshold` of the way from the top `neg` score to the bottom `pos` score."""
+    w, b = _fit_linear(pos, neg, kind, c, seed)
+    sp, sn = pos.float() @ w + b, neg.float() @ w + b
+    lo, hi = float(sn.max()), float(sp.min())
+    if hi <= lo:  # not separable on the fitting data: fall back to the midpoint of the means
+        lo, hi = float(sn.mean()), float(sp.mean())
+    return w, b - (lo + threshold * (hi - lo))
+
+
+def _fit_linear(pos: Tensor, neg: Tensor, kind: str, c: float, seed: int) -> tuple[Tensor, float]:
     if kind == "meandiff":
         d = pos.mean(0) - neg.mean(0)
         w = d / d.norm().clamp_min(1e-12)
@@ -97,12 +110,14 @@ def fit_gate(pos: Tensor, neg: Tensor, kind: str, c: float = 1.0,
 
     x = torch.cat([pos, neg]).double().cpu().numpy()
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    # scale features to unit mean norm so `gate_c` means the same on every model
-    scale = float(np.linalg.norm(x, axis=1).mean()) or 1.0
-    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
-    clf.fit(x / scale, y)
-    w = torch.tensor(clf.coef_[0] / scale, dtype=torch.float32)
-    return w, float(clf.intercept_[0])
+    # standardise each feature so `gate_c` means the same on every model, then fold the
+    # scaling back into (w, b) so the hook stays a plain dot product on the raw residual
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed)
+    clf.fit((x - mu) / sd, y)
+    w = clf.coef_[0] / sd
+    b = float(clf.intercept_[0] - w @ mu)
+    return torch.tensor(w, dtype=torch.float32), b
 
 
 def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
@@ -152,7 +167,7 @@ def build_steer(subject: Subject, forget: FactSet, retain: FactSet,
     gate_w, gate_b = None, 0.0
     if config.gate != "none":
         gate_w, gate_b = fit_gate(pf[gate_layer], pr[gate_layer], config.gate, config.gate_c,
-                                  config.seed)
+                                  config.seed, config.gate_threshold)
     return ResidualSteer(layers, dirs.cpu(), config.coef * norms, config.mode,
                          gate_layer if gate_w is not None else None, gate_w, gate_b,
                          subject.tokenizer.pad_token_id, name="steer")
