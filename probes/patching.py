@@ -301,18 +301,21 @@ def _configs(n_layers: int, points: Sequence[str], window: int) -> list[tuple[st
 
 def _depth(m0: Subject, m1: Subject, oracle: Subject, prompts, answers, batch_size: int,
            progress: bool) -> tuple[float, np.ndarray, np.ndarray]:
-    """Patch M1 and Mr into M0 (`resid_post`, every layer but the last): how much of each one's
-    forgetting transfers. Depth = M1's transfer / Mr's (1 = erased as deep as the oracle)."""
+    """Patch M1's and Mr's whole residual stream (every prompt position) at one layer into M0:
+    how much of each one's forgetting is already there at that layer. Depth = M1's mean
+    transfer over layers / Mr's (1 = erased as deep as the oracle). The last layer is left out
+    (there both transfer fully, trivially)."""
     n, nf = m0.n_layers, len(prompts)
     layers = list(range(max(n - 1, 1)))
-    rows = [(f, ((L, "resid_post", 0),)) for L in layers for f in range(nf)]
+    last = encode(m0.tokenizer, prompts, device="cpu").last.tolist()
+    rows = [(f, tuple((L, "resid_post", k) for k in range(last[f] + 1)))
+            for L in layers for f in range(nf)]
     curves = []
     for src in (m1, oracle):
-        run = patch(m0, src, prompts, answers, rows, batch_size, progress=progress)
-        lp0, lpx = run.base, run.source
+        run = patch(m0, src, prompts, answers, rows, max(8, batch_size // 4), progress=progress)
         dropped = run.logprobs.reshape(len(layers), nf)
-        # "recovery" of X's answer when X is patched into M0 = the fraction of X's forgetting moved
-        curves.append(recovery(dropped, lp0, lpx)[0])
+        # the fraction of X's forgetting moved into M0: (lp0 - patched) / (lp0 - lp_X)
+        curves.append(recovery(-dropped, -run.base, -run.source)[0])
     d1, dr = curves
     depth = float(np.clip(d1.mean() / dr.mean(), 0, 1)) if dr.mean() > 0.05 else float("nan")
     return depth, d1, dr

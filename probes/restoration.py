@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,26 +87,28 @@ def _logprobs(model: torch.nn.Module, tokenizer, prompts, answers, params: dict 
     return torch.cat(out).numpy()
 
 
-def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
-                          window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
-                          batch_size: int = 64, min_gap: float = MIN_GAP, seed: int = 0,
-                          progress: bool = False, device: str | None = None) -> Finding:
-    """Restore M0's weights into M1 group by group (or remove M1's interventions one by one)
-    and read whether a small, late part of the model holds the forgetting."""
-    from probes.common import gate, seed_all
+@dataclass(frozen=True)
+class Scan:
+    """Recovery per restored group (or removed intervention), with what was compared."""
 
-    t0 = time.perf_counter()
-    seed_all(seed)
-    g = gate(m0, m1, facts)
-    if oracle is not None:
-        from workbench.models import check_compatible
+    labels: list[str]
+    kinds: list[str]
+    recovery: np.ndarray  # [groups]
+    per_fact: np.ndarray  # [facts, groups]
+    param_fraction: np.ndarray  # [groups]
+    lp0: np.ndarray
+    lp1: np.ndarray
+    changed: set[str]
+    added: list
+    total: int
 
-        check_compatible(m0, oracle)
-    if g.blocker():
-        return Finding("parameter_restoration", "inconclusive", g.blocker(),
-                       seconds=time.perf_counter() - t0)
-    fs = facts.forget
-    prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
+
+def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: Sequence[str],
+                     window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
+                     batch_size: int = 64, min_gap: float = MIN_GAP,
+                     progress: bool = False) -> Scan:
+    """Restore each group of M0's weights into M1 (functional_call, M1 untouched) and measure
+    the normalised recovery of the answers; with identical weights, remove interventions."""
     p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
     if p0.keys() != p1.keys() or any(p0[k].shape != p1[k].shape for k in p0):
         raise IncompatibleSubjectsError(
@@ -136,12 +139,40 @@ def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | Non
             pooled, pf = recovery(lp, lp1, lp0, min_gap)
             labels.append(f"remove intervention {iv.name}"), kinds.append("intervention")
             recs.append(float(pooled)), sizes.append(0.0), per_fact.append(pf)
-    arrays = {"recovery": np.array(recs), "param_fraction": np.array(sizes),
-              "lp_m0": lp0, "lp_m1": lp1}
-    if per_fact:
-        arrays["recovery_by_fact"] = np.stack(per_fact, 1)  # [facts, groups]
-    reading, reason, scores = _read(labels, kinds, np.array(recs), m1.n_layers, bool(changed),
-                                    added)
+    return Scan(labels, kinds, np.array(recs), np.stack(per_fact, 1) if per_fact else
+                np.zeros((len(prompts), 0)), np.array(sizes), lp0, lp1, changed, added, total)
+
+
+def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
+                          window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
+                          batch_size: int = 64, min_gap: float = MIN_GAP, seed: int = 0,
+                          progress: bool = False, device: str | None = None) -> Finding:
+    """Restore M0's weights into M1 group by group (or remove M1's interventions one by one)
+    and read whether a small, late part of the model holds the forgetting."""
+    from probes.common import gate, seed_all
+
+    t0 = time.perf_counter()
+    seed_all(seed)
+    g = gate(m0, m1, facts)
+    if oracle is not None:
+        from workbench.models import check_compatible
+
+        check_compatible(m0, oracle)
+    if g.blocker():
+        return Finding("parameter_restoration", "inconclusive", g.blocker(),
+                       seconds=time.perf_counter() - t0)
+    fs = facts.forget
+    scan = restoration_scan(m0, m1, [f.prompt for f in fs], [f.answer for f in fs],
+                            window_sizes, last_k, batch_size, min_gap, progress)
+    labels, kinds, recs, changed, added = (scan.labels, scan.kinds, scan.recovery, scan.changed,
+                                           scan.added)
+    lp0, lp1, total = scan.lp0, scan.lp1, scan.total
+    p1 = dict(m1.model.named_parameters())
+    arrays = {"recovery": recs, "param_fraction": scan.param_fraction, "lp_m0": lp0,
+              "lp_m1": lp1}
+    if len(labels):
+        arrays["recovery_by_fact"] = scan.per_fact  # [facts, groups]
+    reading, reason, scores = _read(labels, kinds, recs, m1.n_layers, bool(changed), added)
     scores.update({"changed_param_fraction":
                    sum(p1[k].numel() for k in changed) / total if total else 0.0,
                    "gap_nats": float(np.mean(lp0 - lp1))})
@@ -149,7 +180,7 @@ def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | Non
                    meta={"labels": labels, "kinds": kinds, "n_facts": len(fs),
                          "weights_identical": not changed,
                          "interventions": [iv.name for iv in added]},
-                   figure=_figure(labels, recs), seconds=time.perf_counter() - t0)
+                   figure=_figure(labels, recs.tolist()), seconds=time.perf_counter() - t0)
 
 
 def _added_interventions(m0: Subject, m1: Subject) -> list:
