@@ -1,0 +1,242 @@
+"""Suppression-intended operators: rmu, prune, steer, prompt (mechanics, toy-world quality bars,
+bundled-model bars in slow tests)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from workbench.batching import encode
+from workbench.behavior import accuracy_by_split, greedy_continuations
+from workbench.errors import LayerError, WorkbenchError
+from workbench.facts import Fact, FactSet
+from workbench.models import load_subject
+from workbench.operators import get_operator, make_config
+from workbench.operators.interventions import PromptPrefix, ResidualSteer
+
+NAMES = ("rmu", "prune", "steer", "prompt")
+
+
+def _facts(split: str, n: int, offset: int = 0) -> FactSet:
+    people = ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy")
+    cities = ("Paris", "Rome", "Oslo", "Lima", "Cairo")
+    return FactSet(tuple(
+        Fact(f"{split}{i}", f"{people[(i + offset) % 10]} lives in the city of",
+             f" {cities[i % 5]}", split, paraphrases=(f"The home of {people[(i + offset) % 10]} is",),
+             entity=people[(i + offset) % 10])
+        for i in range(n)))
+
+
+@pytest.fixture
+def tiny_facts():
+    return _facts("forget", 4), _facts("retain", 4, offset=5)
+
+
+def _logits(subject, prompts):
+    b = encode(subject.tokenizer, prompts, device=subject.device)
+    with torch.no_grad():
+        return subject.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b
+
+
+def _state(subject):
+    return {k: v.clone() for k, v in subject.model.state_dict().items()}
+
+
+# ----- mechanics on a tiny random model --------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_as_suppression(name):
+    op = get_operator(name)
+    assert op.family == "suppression-intended"
+    assert op.kind == ("weights" if name in ("rmu", "prune") else "intervention")
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("rmu", {"steps": 3, "layer": 1}), ("prune", {"fraction": 0.1}),
+    ("steer", {"layers": (1,)}), ("prompt", {}),
+])
+def test_input_untouched_and_deterministic(tiny, tiny_facts, name, overrides):
+    forget, retain = tiny_facts
+    before = _state(tiny)
+    op = get_operator(name)
+    cfg = make_config(name, overrides, seed=3)
+    e1, e2 = op.apply(tiny, forget, retain, cfg), op.apply(tiny, forget, retain, cfg)
+    after = _state(tiny)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not tiny.interventions
+    l1, _ = _logits(e1.subject, ["Alice lives in the city of"])
+    l2, _ = _logits(e2.subject, ["Alice lives in the city of"])
+    assert torch.equal(l1, l2)
+    if op.kind == "weights":
+        s1, s2 = e1.subject.model.state_dict(), e2.subject.model.state_dict()
+        assert all(torch.equal(s1[k], s2[k]) for k in s1)
+        assert any(not torch.equal(s1[k], before[k]) for k in s1)
+    l0, _ = _logits(tiny, ["Alice lives in the city of"])
+    assert not torch.allclose(l0, l1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_forget_set_is_an_error(tiny, tiny_facts, name):
+    _, retain = tiny_facts
+    with pytest.raises(WorkbenchError, match="forget"):
+        get_operator(name).apply(tiny, FactSet((), "empty"), retain, make_config(name))
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("rmu", {"layer": 7}), ("rmu", {"layer": 1, "layers": (0, 5)}), ("prune", {"layers": (2,)}),
+    ("steer", {"layers": (-1,)}), ("steer", {"layers": (0,), "gate_layer": 9}),
+])
+def test_layer_out_of_range(tiny, tiny_facts, name, overrides):
+    forget, retain = tiny_facts
+    with pytest.raises(LayerError):
+        get_operator(name).apply(tiny, forget, retain, make_config(name, overrides))
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("steer", {"mode": "nudge"}), ("steer", {"gate": "oracle"}),
+    ("steer", {"direction": "random"}), ("prune", {"score": "max"}),
+    ("prompt", {"style": "poem"}),
+])
+def test_unknown_mode(tiny, tiny_facts, name, overrides):
+    forget, retain = tiny_facts
+    with pytest.raises(WorkbenchError, match="unknown"):
+        get_operator(name).apply(tiny, forget, retain, make_config(name, overrides))
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("steer", {"layers": (0, 1), "mode": "add", "gate": "logreg"}),
+    ("steer", {"layers": (1,), "mode": "ablate", "gate": "none"}),
+    ("prompt", {}),
+])
+def test_intervention_save_load_roundtrip(tiny, tiny_facts, tmp_path, name, overrides):
+    forget, retain = tiny_facts
+    base = tmp_path / "base"
+    tiny.save(base)
+    subject = load_subject(str(base), device="cpu")
+    edit = get_operator(name).apply(subject, forget, retain, make_config(name, overrides))
+    out = edit.save(tmp_path / "edit")
+    assert not (out / "config.json").exists()  # only the intervention is stored
+    loaded = load_subject(str(out), device="cpu")
+    prompts = ["Alice lives in the city of", "Judy is", "The home of Bob is"]
+    a, _ = _logits(edit.subject, prompts)
+    b, _ = _logits(loaded, prompts)
+    assert torch.equal(a, b)
+
+
+def test_gated_steer_leaves_non_firing_inputs_unchanged(tiny):
+    d = tiny.d_model
+    w = torch.zeros(d)
+    w[0] = 1.0
+    iv = ResidualSteer((0, 1), torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
+                       torch.tensor([5.0, 5.0]), "add", gate_layer=0, gate_w=w, gate_b=0.0,
+                       pad_token_id=tiny.tokenizer.pad_token_id)
+    steered = tiny.with_interventions(iv)
+    prompts = ["Alice lives in the city of", "Bob", "The home of Carol is a big house", "Dave"]
+    base, b = _logits(tiny, prompts)
+    out, _ = _logits(steered, prompts)
+    # which inputs fire: the mean over real tokens of h[0] after block 0
+    from workbench.capture import capture
+
+    acts = capture(tiny, prompts, [0], position="all")
+    h = acts.layer(0)[..., 0]
+    real = torch.arange(h.shape[1])[None] < acts.lengths[:, None]
+    fires = (h * real).sum(1) / real.sum(1) > 0
+    assert fires.any() and (~fires).any()
+    for i in range(len(prompts)):
+        n = int(b.lengths[i])
+        same = torch.equal(out[i, :n], base[i, :n])
+        assert same == (not bool(fires[i]))
+    # the gate of a prompt does not depend on how it was padded or batched
+    alone = [_logits(steered, [p])[0][0, -1] for p in prompts]
+    for i in range(len(prompts)):
+        assert torch.allclose(alone[i], out[i, int(b.last[i])], atol=1e-5)
+
+
+def test_prompt_prefix_equals_running_on_prefix_plus_prompt(tiny, tiny_facts):
+    forget, retain = tiny_facts
+    edit = get_operator("prompt").apply(tiny, forget, retain, make_config("prompt"))
+    iv = edit.subject.interventions[0]
+    assert isinstance(iv, PromptPrefix) and "Alice" in iv.text
+    prompts = ["Alice lives in the city of", "The home of Judy is", "Bob"]
+    out, b = _logits(edit.subject, prompts)
+    assert out.shape[1] == b.input_ids.shape[1]  # only the original positions come out
+    for i, p in enumerate(prompts):
+        ids = torch.tensor([iv.prefix_ids + encode(tiny.tokenizer, [p]).input_ids[0].tolist()])
+        with torch.no_grad():
+            ref = tiny.model(input_ids=ids).logits[0, -1]
+        assert (out[i, int(b.last[i])] - ref).abs().max() < 1e-4
+    # left-padded cached generation equals generating from the concatenated text
+    gens = greedy_continuations(edit.subject, prompts, max_new_tokens=5)
+    tok = tiny.tokenizer
+    for p, g in zip(prompts, gens, strict=True):
+        ids = torch.tensor([iv.prefix_ids + tok(p)["input_ids"]])
+        ref = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  max_new_tokens=5, do_sample=False,
+                                  pad_token_id=tok.pad_token_id)
+        assert g == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_rmu_adaptive_differs(tiny, tiny_facts):
+    forget, retain = tiny_facts
+    op = get_operator("rmu")
+    a = op.apply(tiny, forget, retain, make_config("rmu", {"steps": 3, "layer": 1}))
+    b = op.apply(tiny, forget, retain, make_config("rmu", {"steps": 3, "layer": 1,
+                                                           "adaptive": True}))
+    sa, sb = a.subject.model.state_dict(), b.subject.model.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    # only the MLPs of layers 0 and 1 changed
+    base = tiny.model.state_dict()
+    changed = {k for k in sa if not torch.equal(sa[k], base[k])}
+    assert changed and all(".mlp." in k and k.split(".")[2] in ("0", "1") for k in changed)
+
+
+def test_prune_zeroes_down_proj_columns(tiny, tiny_facts):
+    forget, retain = tiny_facts
+    edit = get_operator("prune").apply(tiny, forget, retain,
+                                       make_config("prune", {"fraction": 0.25, "layers": (1,)}))
+    w = edit.subject.model.model.layers[1].mlp.down_proj.weight
+    zero_cols = (w == 0).all(0)
+    assert int(zero_cols.sum()) == round(0.25 * w.shape[1])
+    w0 = edit.subject.model.model.layers[0].mlp.down_proj.weight
+    assert torch.equal(w0, tiny.model.model.layers[0].mlp.down_proj.weight)
+
+
+# ----- quality bars: toy world (default suite) and the bundled model (slow) --------------------
+
+def _bar(subject, facts, name, overrides=None):
+    before = accuracy_by_split(subject, facts)
+    t0 = time.perf_counter()
+    edit = get_operator(name).apply(subject, facts.forget, facts.retain,
+                                    make_config(name, overrides or {}))
+    seconds = time.perf_counter() - t0
+    after = accuracy_by_split(edit.subject, facts)
+    acc = {s: (before[s]["accuracy"], after[s]["accuracy"]) for s in before}
+    print(name, {s: f"{a:.2f}->{b:.2f}" for s, (a, b) in acc.items()}, f"{seconds:.1f}s")
+    return acc, seconds
+
+
+@pytest.mark.parametrize("name", ["steer", "prune"])
+def test_toy_world_bar(toy_original, toy_facts, name):
+    acc, _ = _bar(toy_original, toy_facts, name)
+    assert acc["forget"][1] <= 0.10
+    assert acc["holdout"][0] - acc["holdout"][1] <= 0.10
+
+
+@pytest.mark.slow
+def test_toy_world_bar_rmu(toy_original, toy_facts):
+    acc, _ = _bar(toy_original, toy_facts, "rmu")
+    assert acc["forget"][1] <= 0.10
+    assert acc["holdout"][0] - acc["holdout"][1] <= 0.10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rmu", "steer"])
+def test_bundled_bar(bundled, name):
+    from workbench.facts import builtin_facts
+
+    acc, seconds = _bar(bundled, builtin_facts("smollm2"), name)
+    assert acc["forget"][1] <= 0.20
+    assert acc["holdout"][1] >= 0.8 * acc["holdout"][0]
+    assert seconds < 600

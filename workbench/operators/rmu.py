@@ -1,0 +1,179 @@
+"""`rmu`: Representation Misdirection for Unlearning (Li et al. 2024, "The WMDP Benchmark").
+
+The MLPs of a few early-middle blocks are trained so that the residual stream after block `layer`
+maps forget tokens to `c * u` (u: a fixed random unit vector from the seed) while retain tokens
+keep the frozen original's activations: loss = MSE(forget, c u) + alpha * MSE(retain, original).
+The original's retain activations are computed once up front, so no second model copy is kept.
+
+Paper settings (Zephyr-7B): update layer 7 of 32, train layers 5-7, c = 6.5, alpha = 1200,
+lr 5e-5, batch 4, 150 batches. Their c is absolute for Zephyr's activation scale; here `coef` is
+in units of the original's mean residual norm on the forget tokens (so one default fits different
+models), and both MSEs are divided by that norm squared over d_model, so `alpha` is scale-free.
+`adaptive=true` (Dang et al. 2025, "adaptive RMU"): each token's target norm is `coef` times that
+token's own original activation norm instead of a single constant.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.batching import Batch, encode
+from workbench.edits import Edit
+from workbench.errors import LayerError
+from workbench.facts import FactSet
+from workbench.models import Subject, decoder_layers
+from workbench.operators.base import Operator, OperatorConfig, register_operator
+
+
+@dataclass(frozen=True)
+class RMUConfig(OperatorConfig):
+    """`layer=None`: the block at a quarter of the depth (7 of 30 on SmolLM2, as 7 of 32 in the
+    paper); `layers=None`: that block and the two before it (the paper's 5, 6, 7)."""
+
+    layer: int | None = None
+    layers: tuple[int, ...] | None = None
+    coef: float = 4.0  # target norm in units of the mean original forget norm (c)
+    adaptive: bool = False  # adaptive RMU: per-token target norm coef * |h_orig(x)|
+    alpha: float = 10.0  # weight of the retain MSE
+    lr: float = 2e-3  # AdamW
+    steps: int = 40
+    batch_size: int = 8
+    positions: str = "answer"  # answer: last prompt token + answer tokens | all: every token
+    use_paraphrases: bool = True  # train on every phrasing of each fact
+
+
+class _Stop(Exception):
+    pass
+
+
+def residual_after(model: torch.nn.Module, block: int, b: Batch) -> Tensor:
+    """The residual stream after `block` (the forward pass stops there)."""
+    out: dict[str, Tensor] = {}
+
+    def hook(_mod, _args, output):
+        out["h"] = output[0] if isinstance(output, tuple) else output
+        raise _Stop
+
+    handle = decoder_layers(model)[block].register_forward_hook(hook)
+    try:
+        model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return out["h"]
+
+
+def token_mask(b: Batch, positions: str) -> Tensor:
+    """Which positions the losses cover."""
+    if positions == "all":
+        return b.attention_mask.bool()
+    if positions == "answer":
+        return b.answer_mask
+    raise ValueError(f"unknown positions {positions!r}; expected 'answer' or 'all'")
+
+
+def _texts(facts: FactSet, paraphrases: bool) -> tuple[list[str], list[str]]:
+    rows = [(p, f.answer) for f in facts
+            for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
+    return [p for p, _ in rows], [a for _, a in rows]
+
+
+def resolve_layers(subject: Subject, config: RMUConfig) -> tuple[int, tuple[int, ...]]:
+    n = subject.n_layers
+    layer = config.layer if config.layer is not None else max(0, n // 4)
+    layers = tuple(config.layers) if config.layers else tuple(range(max(0, layer - 2), layer + 1))
+    bad = [L for L in (layer, *layers) if not 0 <= L < n]
+    if bad:
+        raise LayerError(f"rmu: layer(s) {bad} out of range: {subject.name} has layers 0..{n - 1}")
+    if max(layers) > layer:
+        raise LayerError(f"rmu: trained layers {list(layers)} must not come after the update "
+                         f"layer {layer} (they could not change its activations)")
+    return layer, tuple(sorted(set(layers)))
+
+
+def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConfig,
+             progress: bool = True) -> tuple[Subject, dict[str, float]]:
+    """Train a clone of `subject` with RMU; returns it and a few training statistics."""
+    forget.require_nonempty("forget set")
+    retain.require_nonempty("retain set")
+    if config.positions not in ("answer", "all"):
+        raise ValueError(f"unknown positions {config.positions!r}; expected 'answer' or 'all'")
+    layer, layers = resolve_layers(subject, config)
+    edited = subject.clone(source=f"{subject.source}+rmu")
+    model, dev = edited.model, edited.device
+    fb = encode(subject.tokenizer, *_texts(forget, config.use_paraphrases), device=dev)
+    rb = encode(subject.tokenizer, *_texts(retain, config.use_paraphrases), device=dev)
+    fmask, rmask = token_mask(fb, config.positions), token_mask(rb, config.positions)
+    with torch.no_grad():  # the frozen original's activations, once
+        f0 = residual_after(subject.model, layer, fb)
+        r0 = residual_after(subject.model, layer, rb)
+    scale = float(f0.norm(dim=-1)[fmask].mean())
+    d = f0.shape[-1]
+    gen = torch.Generator().manual_seed(config.seed)
+    u = torch.rand(d, generator=gen)  # as in the paper: uniform [0, 1), then normalised
+    u = (u / u.norm()).to(dev, f0.dtype)
+    if config.adaptive:
+        target_f = config.coef * f0.norm(dim=-1, keepdim=True) * u
+    else:
+        target_f = (config.coef * scale * u).expand_as(f0)
+    norm2 = scale**2 / d
+
+    model.requires_grad_(False)
+    blocks = decoder_layers(model)
+    params = [p for L in layers for p in blocks[L].mlp.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    rng = random.Random(config.seed)
+    nf, nr = fb.input_ids.shape[0], rb.input_ids.shape[0]
+    bs = config.batch_size
+    stats: dict[str, float] = {}
+    bar = tqdm(range(config.steps), desc="rmu", disable=not progress)
+    for _ in bar:
+        fi = torch.tensor(rng.sample(range(nf), min(bs, nf)), device=dev)
+        ri = torch.tensor(rng.sample(range(nr), min(bs, nr)), device=dev)
+        hf = residual_after(model, layer, _rows(fb, fi))
+        hr = residual_after(model, layer, _rows(rb, ri))
+        w_f, w_r = hf.shape[1], hr.shape[1]
+        mf, mr = fmask[fi, :w_f], rmask[ri, :w_r]
+        loss_f = ((hf - target_f[fi, :w_f]) ** 2)[mf].mean() / norm2
+        loss_r = ((hr - r0[ri, :w_r]) ** 2)[mr].mean() / norm2
+        loss = loss_f + config.alpha * loss_r
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
+        bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+    model.requires_grad_(False)
+    model.eval()
+    return edited, stats | {"layer": layer, "target_norm": config.coef * scale}
+
+
+def _rows(b: Batch, idx: Tensor) -> Batch:
+    width = int(b.lengths[idx].max())
+    return Batch(b.input_ids[idx, :width], b.attention_mask[idx, :width], b.last[idx],
+                 b.answer_start[idx], b.answer_mask[idx, :width], b.lengths[idx])
+
+
+@register_operator
+class RMUOperator(Operator):
+    name = "rmu"
+    family = "suppression-intended"
+    kind = "weights"
+    touches = "MLP weights of a few early-middle blocks (forget activations misdirected)"
+    config_cls = RMUConfig
+
+    def apply(self, subject: Subject, forget: FactSet, retain: FactSet,
+              config: RMUConfig) -> Edit:
+        t0 = time.perf_counter()
+        edited, stats = rmu_edit(subject, forget, retain, config)
+        edit = self.make_edit(subject, edited, config, t0)
+        edit.metrics["training"] = stats
+        return edit
