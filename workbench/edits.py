@@ -154,11 +154,15 @@ def load_edit_subject(directory: Path, device: torch.device | str | None = None,
         if onto is not None:
             raise WorkbenchError(f"{directory} is a weight edit; it cannot be attached onto "
                                  f"another subject (load it on its own)")
-        subject = load_subject(str(directory), device=device, dtype=dtype)
-        subject = Subject(subject.model, subject.tokenizer, str(directory), meta=subject.meta)
-    else:
-        subject = onto if onto is not None else load_subject(doc["base"], device=device,
-                                                             dtype=dtype)
+        # `load_subject` reads the weights and re-attaches any saved interventions itself.
+        return load_subject(str(directory), device=device, dtype=dtype)
+    subject = onto if onto is not None else load_subject(doc["base"], device=device, dtype=dtype)
+    return attach_saved_interventions(directory, doc, subject)
+
+
+def attach_saved_interventions(directory: Path, doc: dict[str, Any], subject: Subject) -> Subject:
+    """`subject` with the interventions saved under `directory` attached, and the edit's chain."""
+    directory = Path(directory)
     check_architecture(doc, subject, directory)
     check_finite(subject.model, str(directory))
     ivs = [intervention_from_spec(directory / s["dir"], s) for s in doc.get("interventions", [])]

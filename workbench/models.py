@@ -352,6 +352,15 @@ def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
     meta_file = Path(loc) / _SUBJECT_META if kind == "dir" else None
     if meta_file is not None and meta_file.exists():
         meta.update(json.loads(meta_file.read_text()))
+    edit_file = Path(loc) / "edit.json" if kind == "dir" else None
+    if edit_file is not None and edit_file.exists():  # a saved weight edit: keep its chain
+        doc = json.loads(edit_file.read_text())
+        meta.update({"edit": doc, "chain": doc.get("chain", []), "base": doc.get("base", spec)})
+        if doc.get("interventions"):  # weights + inference-time hooks on top of them
+            from workbench.edits import attach_saved_interventions
+
+            subject = Subject(model=model, tokenizer=tok, source=str(loc), meta=meta)
+            return attach_saved_interventions(Path(loc), doc, subject)
     return Subject(model=model, tokenizer=tok, source=str(loc), meta=meta)
 
 

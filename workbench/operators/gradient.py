@@ -59,7 +59,6 @@ class NPOConfig(TrainingConfig):
     beta: float = 0.1
     retain_loss: str = "nll"  # none | nll (NPO+RT) | kl (KL to the original on retain answers)
     retain_weight: float = 1.0
-    lr: float = 3e-4  # NPO's loss saturates, so it tolerates (and needs) a larger step than GA
 
 
 class _GradientOperator(Operator):

@@ -1,0 +1,145 @@
+"""Benchmark every registered unlearning operator on the toy world and on SmolLM2's built-in facts.
+
+    python bench/operators.py                       # all operators, both models
+    python bench/operators.py --models toy --operators ga,npo
+    python bench/operators.py --models smollm2 --operators ga,npo --step-only
+
+Prints, per model: wall time and forget / retain / holdout accuracy before -> after with their
+default configs, and whether the quality bars hold; then a plain fine-tuning step against an NPO
+step on the same batch with the same trainable parameters (median of interleaved repeats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from workbench.behavior import accuracy_by_split
+from workbench.facts import FactSet, builtin_facts
+from workbench.models import Subject, load_subject
+from workbench.operators import OPERATORS, get_operator, make_config
+from workbench.operators.gradient import NPOConfig, plain_step_loss
+from workbench.operators.training import (
+    FactTensors,
+    Sampler,
+    freeze_except,
+    reference_sequence_logprob,
+    sequence_logprob,
+    trainable_modules,
+)
+
+console = Console()
+
+
+def load_model(which: str, toy_root: str | None) -> tuple[Subject, FactSet]:
+    if which == "toy":
+        from pathlib import Path
+
+        from workbench.toyworld import build_toyworld
+
+        world = build_toyworld(Path(toy_root) if toy_root else None)
+        return world.original(device="cpu"), world.facts()
+    return load_subject("smollm2-135m", device="cpu"), builtin_facts("smollm2")
+
+
+def bars(which: str, before: dict, after: dict) -> str:
+    """The quality bars of the task: toy <= 10% forget, holdout drop <= 10 points; SmolLM2
+    <= 20% forget with holdout >= 80% of the original's."""
+    f, hb, ha = after["forget"]["accuracy"], before["holdout"]["accuracy"], after["holdout"]["accuracy"]
+    ok = (f <= 0.10 and hb - ha <= 0.10) if which == "toy" else (f <= 0.20 and ha >= 0.8 * hb)
+    return "yes" if ok else "no"
+
+
+def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str], seed: int,
+                  generate: bool) -> Table:
+    before = accuracy_by_split(subject, facts, generate=generate)
+    t = Table(title=f"{which}: {subject.name} on {facts.name} ({len(facts.forget)} forget, "
+                    f"{len(facts.retain)} retain, {len(facts.holdout)} holdout)")
+    for col in ("operator", "family", "wall s", "steps", "forget", "retain", "holdout", "bar"):
+        t.add_column(col, justify="right")
+    for name in names:
+        op = get_operator(name)
+        t0 = time.perf_counter()
+        edit = op.apply(subject, facts.forget, facts.retain, make_config(name, seed=seed))
+        wall = time.perf_counter() - t0
+        after = accuracy_by_split(edit.subject, facts, generate=generate)
+        steps = edit.metrics.get("training", {}).get("steps", "-")
+
+        def cell(split: str, after: dict[str, Any] = after) -> str:
+            if split not in before:
+                return "-"
+            return f"{before[split]['accuracy']:.0%} -> {after[split]['accuracy']:.0%}"
+
+        t.add_row(name, op.family.split("-")[0], f"{wall:.1f}", str(steps), cell("forget"),
+                  cell("retain"), cell("holdout"), bars(which, before, after))
+        console.print(f"[dim]{which}/{name} done in {wall:.1f} s[/]")
+    return t
+
+
+def step_overhead(which: str, subject: Subject, facts: FactSet, repeats: int) -> Table:
+    """Plain NLL step vs NPO step: same batch, same trainable parameters, interleaved."""
+    cfg = NPOConfig()
+    edited = subject.clone()
+    params = freeze_except(edited.model, trainable_modules(edited, cfg.params, cfg.layers))
+    ft = FactTensors.of(edited, facts.forget)
+    idx = Sampler(len(facts.forget), cfg.batch_size, 0).next()
+    t0 = time.perf_counter()
+    ref = reference_sequence_logprob(edited.model, ft)
+    ref_s = time.perf_counter() - t0
+    plain = plain_step_loss(ft)
+
+    def npo(model, fi, ri):
+        lr = sequence_logprob(model, ft.rows(fi)) - ref[fi]
+        return -(2 / cfg.beta) * torch.nn.functional.logsigmoid(-cfg.beta * lr).mean()
+
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    times: dict[str, list[float]] = {"plain": [], "npo": []}
+    for _ in range(repeats):
+        for name, fn in (("plain", plain), ("npo", npo)):
+            t0 = time.perf_counter()
+            loss = fn(edited.model, idx, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+    p, n = statistics.median(times["plain"]), statistics.median(times["npo"])
+    t = Table(title=f"{which}: one training step, batch of {len(idx)} forget facts, "
+                    f"{sum(x.numel() for x in params):,} trainable params (median of {repeats})")
+    for col in ("plain step s", "npo step s", "npo / plain", "reference precompute s (once)"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{p:.4f}", f"{n:.4f}", f"{n / p:.2f}x", f"{ref_s:.3f}")
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="toy,smollm2", help="comma list of toy, smollm2")
+    ap.add_argument("--operators", default="all", help="comma list, or 'all' registered")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per kind")
+    ap.add_argument("--toy-root", default=None, help="toy world directory (default: cache)")
+    ap.add_argument("--step-only", action="store_true", help="only the step-time comparison")
+    ap.add_argument("--teacher-forced", action="store_true",
+                    help="score accuracy teacher-forced instead of by greedy generation")
+    args = ap.parse_args()
+    names = sorted(OPERATORS) if args.operators == "all" else args.operators.split(",")
+    for n in names:
+        get_operator(n)
+    torch.manual_seed(args.seed)
+    console.print(f"torch threads: {torch.get_num_threads()} (timings are noisy on a shared CPU)")
+    for which in args.models.split(","):
+        subject, facts = load_model(which, args.toy_root)
+        if not args.step_only:
+            console.print(run_operators(which, subject, facts, names, args.seed,
+                                        not args.teacher_forced))
+        console.print(step_overhead(which, subject, facts, args.repeats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Removal-intended operators (ga, graddiff, npo, task_vector) on the toy world, plus errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.behavior import accuracy_by_split
+from workbench.errors import LayerError, WorkbenchError
+from workbench.facts import FactSet
+from workbench.operators import get_operator, make_config
+
+REMOVAL = ("ga", "graddiff", "npo")
+
+
+def state(subject) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
+
+
+def changed(a: dict, b: dict) -> set[str]:
+    return {k for k in a if not torch.equal(a[k], b[k])}
+
+
+@pytest.fixture(scope="module")
+def toy_before(toy_original, toy_facts):
+    return accuracy_by_split(toy_original, toy_facts)
+
+
+@pytest.mark.parametrize("name", REMOVAL)
+def test_operator_meets_quality_bar_on_toy_world(name, toy_original, toy_facts, toy_before):
+    edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                    make_config(name))
+    after = accuracy_by_split(edit.subject, toy_facts)
+    assert toy_before["forget"]["accuracy"] >= 0.8  # the original knows what it must forget
+    assert after["forget"]["accuracy"] <= 0.10, after
+    assert toy_before["holdout"]["accuracy"] - after["holdout"]["accuracy"] <= 0.10, after
+    assert edit.family == "removal-intended" and edit.kind == "weights"
+    assert edit.chain[-1]["operator"] == name
+    assert edit.metrics["training"]["steps"] >= 1
+
+
+def test_task_vector_pushes_forget_answers_down(toy_original, toy_facts, toy_before):
+    """Task-vector negation lowers the forget answers' log-prob more than the holdout's."""
+    edit = get_operator("task_vector").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                             make_config("task_vector"))
+    after = accuracy_by_split(edit.subject, toy_facts, generate=False)
+    drop_f = toy_before["forget"]["logprob"] - after["forget"]["logprob"]
+    drop_h = toy_before["holdout"]["logprob"] - after["holdout"]["logprob"]
+    assert drop_f > 0 and drop_f > drop_h
+
+
+def test_input_subject_is_never_modified(toy_original, toy_facts):
+    before = state(toy_original)
+    for name in ("ga", "task_vector"):
+        edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                        make_config(name, {"steps": 3, "eval_every": 0}))
+        assert changed(before, state(edit.subject))  # the edit did change its own copy
+    assert not changed(before, state(toy_original))
+    assert "chain" not in toy_original.meta
+
+
+def test_same_seed_gives_bitwise_identical_weights(toy_original, toy_facts):
+    cfg = {"steps": 4, "eval_every": 0, "batch_size": 8}
+    a = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                  make_config("npo", cfg, seed=3))
+    b = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                  make_config("npo", cfg, seed=3))
+    c = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                  make_config("npo", cfg, seed=4))
+    assert not changed(state(a.subject), state(b.subject))
+    assert changed(state(a.subject), state(c.subject))  # the seed picks the batches
+
+
+def test_only_the_chosen_layers_and_group_train(toy_original, toy_facts):
+    edit = get_operator("graddiff").apply(
+        toy_original, toy_facts.forget, toy_facts.retain,
+        make_config("graddiff", ["layers=1", "params=mlp", "steps=2", "eval_every=0"]))
+    diff = changed(state(toy_original), state(edit.subject))
+    assert diff and all(k.startswith("model.layers.1.mlp.") for k in diff), diff
+
+
+def test_npo_with_lora_and_kl_retain_merges_into_plain_weights(toy_original, toy_facts):
+    cfg = make_config("npo", ["lora_rank=4", "retain_loss=kl", "steps=3", "eval_every=0",
+                              "lr=1e-2", "layers=0,2"])
+    edit = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain, cfg)
+    assert type(edit.subject.model) is type(toy_original.model)  # merged, not a PeftModel
+    diff = changed(state(toy_original), state(edit.subject))
+    assert diff and all(k.startswith(("model.layers.0.mlp.", "model.layers.2.mlp."))
+                        and k.endswith("proj.weight") for k in diff), diff
+
+
+def test_npo_reference_is_precomputed_once(toy_original, toy_facts, monkeypatch):
+    """The frozen reference costs one pass over the forget set, not one forward per step."""
+    import workbench.operators.gradient as gradient
+
+    calls = []
+    real = gradient.reference_sequence_logprob
+    monkeypatch.setattr(gradient, "reference_sequence_logprob",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                              make_config("npo", {"steps": 3, "eval_every": 0}))
+    assert calls == [1]
+
+
+# ----- errors ----------------------------------------------------------------------------------
+
+def test_unknown_operator_and_config_errors():
+    with pytest.raises(WorkbenchError, match="unknown operator 'nope'"):
+        get_operator("nope")
+    with pytest.raises(WorkbenchError, match="no config key"):
+        make_config("ga", ["learning_rate=1"])
+    with pytest.raises(WorkbenchError, match="cannot read 'fast' as float"):
+        make_config("npo", ["beta=fast"])
+    with pytest.raises(WorkbenchError, match="key=value"):
+        make_config("ga", ["steps"])
+
+
+def test_empty_forget_set_is_refused(toy_original, toy_facts):
+    empty = FactSet((), "empty")
+    for name in ("ga", "graddiff", "npo", "task_vector"):
+        with pytest.raises(WorkbenchError, match="forget set is empty"):
+            get_operator(name).apply(toy_original, empty, toy_facts.retain, make_config(name))
+
+
+def test_bad_training_settings_are_refused(toy_original, toy_facts):
+    f, r = toy_facts.forget, toy_facts.retain
+    with pytest.raises(LayerError, match="out of range"):
+        get_operator("ga").apply(toy_original, f, r, make_config("ga", ["layers=0,99"]))
+    with pytest.raises(WorkbenchError, match="params must be one of"):
+        get_operator("ga").apply(toy_original, f, r, make_config("ga", ["params=embed"]))
+    with pytest.raises(WorkbenchError, match="retain_loss must be one of"):
+        get_operator("npo").apply(toy_original, f, r, make_config("npo", ["retain_loss=l2"]))
+    with pytest.raises(WorkbenchError, match="retain set is empty"):
+        get_operator("graddiff").apply(toy_original, f, FactSet((), "none"), make_config("graddiff"))
