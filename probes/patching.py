@@ -354,7 +354,6 @@ def activation_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None 
         last = encode(m1.tokenizer, prompts, device="cpu").last.tolist()
         pos_rows = [(f, ((L, "resid_post", k),)) for L in range(n) for k in range(max_back)
                     for f in range(nf) if k <= last[f]]
-        rows += pos_rows
     run = patch(m1, m0, prompts, answers, rows, batch_size, progress=progress)
     lp1, lp0 = run.base, run.source
     main = run.logprobs[: len(configs) * nf].reshape(len(configs), nf)
@@ -370,7 +369,8 @@ def activation_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None 
             arrays[f"recovery_window{window}_{p}"] = pooled[win]
     if all_positions:
         grid = np.full((n, max_back), np.nan)
-        extra = run.logprobs[len(configs) * nf:]
+        # earlier positions need whole sequences (the full path); the main sweep need not
+        extra = patch(m1, m0, prompts, answers, pos_rows, batch_size, progress=progress).logprobs
         for L in range(n):
             for k in range(max_back):
                 idx = [i for i, (f, ((l2, _, k2),)) in enumerate(pos_rows) if l2 == L and k2 == k]

@@ -159,10 +159,14 @@ def suppressor(toy_original, toy_facts):
 
 
 def test_output_suppressor_shows_suppression_signature(toy_original, suppressor, toy_facts):
-    ap = activation_patching(toy_original, suppressor, toy_facts)
+    ap = activation_patching(toy_original, suppressor, toy_facts, all_positions=True, max_back=2)
     assert ap.reading == "suppression-signature", ap.reason
     assert ap.scores["max_divergence"] < 1e-4 and ap.scores["gap_nats"] > 5
-    assert ap.arrays["recovery_resid_post"].shape == (toy_original.n_layers,)
+    n = toy_original.n_layers
+    assert ap.arrays["recovery_resid_post"].shape == (n,)
+    # every activation is M0's own, so no patch can move the answer: the edit is after them all
+    assert np.abs(ap.arrays["recovery_resid_post_by_back"]).max() < 1e-3
+    assert ap.arrays["recovery_resid_post_by_back"].shape == (n, 2)
     assert ap.figure is not None
     rs = parameter_restoration(toy_original, suppressor, toy_facts)
     assert rs.reading == "suppression-signature", rs.reason
