@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from saes.corpus import fact_texts, stdlib_prose
 from saes.features import FeatureStat, forget_features
 from saes.hooks import splice
-from saes.load import LoadedSAE, check_fits, load_sae, resolve_sae
+from saes.load import LoadedSAE, check_fits, decoder_rows, load_sae, resolve_sae
 from saes.train import SAETrainConfig, train_sae
 from workbench.edits import Edit, register_intervention
 from workbench.errors import WorkbenchError
@@ -55,7 +55,7 @@ class SAEClamp:
         self.stats, self.name = tuple(stats), name
         self._idx = torch.tensor(self.features)
         # decode() is linear when there is no run-time output normalisation: then
-        # decode(z') - decode(z) == (z' - z)[:, F] @ W_dec[F], which touches only F's rows.
+        # decode(z') - decode(z) == (z' - z)[:, F] @ rows[F], which touches only F's rows.
         self._linear = loaded.sae.cfg.normalize_activations in ("none", "expected_average_only_in")
 
     @property
@@ -86,7 +86,7 @@ class SAEClamp:
                   else -self.multiplier * zf)
         new_f = torch.where(active, target, zf)
         if self._linear:
-            delta = (new_f - zf) @ sae.W_dec[idx]
+            delta = (new_f - zf) @ decoder_rows(sae, idx)
         else:
             z_new = z.clone()
             z_new[..., idx] = new_f
@@ -141,6 +141,7 @@ class SAEClampConfig(OperatorConfig):
     k: int = 16
     tokens: int = 30_000
     epochs: int = 10
+    prose: bool = True  # mix standard-library prose into the on-the-fly corpus if readable
 
 
 def _prose_fits(subject: Subject, texts: list[str]) -> bool:
@@ -156,9 +157,10 @@ def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,
                     config: SAEClampConfig, progress: bool = False) -> LoadedSAE:
     """A small SAE for `subject` trained on the operator's own facts (and prose if readable)."""
     texts = fact_texts(forget) + fact_texts(retain)
-    prose = stdlib_prose(limit=1500)
-    if _prose_fits(subject, prose[:20]):
-        texts += prose
+    if config.prose:
+        prose = stdlib_prose(limit=1500)
+        if _prose_fits(subject, prose[:20]):
+            texts += prose
     rng = torch.Generator().manual_seed(config.seed)
     texts = [texts[i] for i in torch.randperm(len(texts), generator=rng).tolist()]
     cfg = SAETrainConfig(layer=config.layer, point=config.point, arch=config.arch,

@@ -94,6 +94,15 @@ def resolve_sae(spec: str | Path, device: str | torch.device | None = None,
     return load_sae(s, device, hook)
 
 
+def decoder_rows(sae: SAE, features: torch.Tensor | list[int] | int) -> torch.Tensor:
+    """The output direction of each feature per unit of activation: `W_dec[f]`, divided by its
+    norm for SAEs that rescale activations by decoder norm (SAELens' TopK default)."""
+    rows = sae.W_dec[features]
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        rows = rows / rows.norm(dim=-1, keepdim=True)
+    return rows
+
+
 def check_fits(loaded: LoadedSAE, subject: Subject) -> None:
     """Raise a clear `WorkbenchError` unless the SAE's hook and width fit `subject`."""
     try:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from saes.activations import MAX_CHARS
 from saes.features import FeatureStat, latents
-from saes.load import LoadedSAE
+from saes.load import LoadedSAE, decoder_rows
 from workbench.batching import encode
 from workbench.capture import capture
 from workbench.errors import WorkbenchError
@@ -122,8 +122,8 @@ def _final_norm_weight(model) -> Tensor | None:
 def logit_attribution(subject: Subject, loaded: LoadedSAE, feature: int,
                       k: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Tokens the feature's decoder direction promotes and suppresses through the unembedding:
-    `W_dec[f] * norm.weight @ W_U` (the final norm's scale folded in, its normalisation not)."""
-    d = loaded.sae.W_dec[feature].detach().to(subject.device, subject.dtype)
+    `W_U @ (W_dec[f] * norm.weight)` (the final norm's scale folded in, its normalisation not)."""
+    d = decoder_rows(loaded.sae, feature).detach().to(subject.device, subject.dtype)
     w = _final_norm_weight(subject.model)
     if w is not None:
         d = d * w

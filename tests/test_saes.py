@@ -315,7 +315,8 @@ def test_operator_trains_an_sae_on_the_fly(tiny_sae):
     subject, _ = tiny_sae
     facts = _facts()
     cfg = make_config("sae_clamp", {"layer": 1, "width": 64, "k": 4, "tokens": 400,
-                                    "epochs": 2, "n_features": 3, "max_retain_rate": 0.5})
+                                    "epochs": 2, "n_features": 3, "max_retain_rate": 0.5,
+                                    "prose": False})
     edit = get_operator("sae_clamp").apply(subject, facts.forget, facts.retain, cfg)
     assert edit.metrics["sae"]["source"] == "on-the-fly"
     assert edit.metrics["sae"]["hook"] == "blocks.1.hook_resid_post"
@@ -343,3 +344,31 @@ def test_feature_view(tiny_sae):
     assert [t.name for t in fig.data] == ["forget", "retain"]
     with pytest.raises(WorkbenchError):
         feature_view(subject, loaded, 10_000, TEXTS[:2], tl=tl)
+
+
+# ----- quality targets (slow) --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_default_sae_on_bundled_model_meets_quality_targets(bundled):
+    """The default SAE at layer 15: EV >= 0.7, loss recovered >= 80%, dead <= 20%."""
+    from saes.corpus import default_corpus
+
+    trained = train_sae(bundled, default_corpus(), SAETrainConfig(layer=15), progress=False)
+    m = trained.metrics
+    assert m.explained_variance >= 0.7, m
+    assert m.loss_recovered >= 0.8, m
+    assert m.dead_fraction <= 0.2, m
+    assert m.ce_clean <= m.ce_spliced < m.ce_zero_ablation
+
+
+@pytest.mark.slow
+def test_clamp_on_toy_world_forgets_and_keeps_holdout(toy_original, toy_facts):
+    from workbench.behavior import accuracy_by_split
+    from workbench.operators import get_operator, make_config
+
+    cfg = make_config("sae_clamp", {"seed": 0})
+    edit = get_operator("sae_clamp").apply(toy_original, toy_facts.forget, toy_facts.retain, cfg)
+    before = accuracy_by_split(toy_original, toy_facts)
+    after = accuracy_by_split(edit.subject, toy_facts)
+    assert after["forget"]["accuracy"] <= 0.2, (before, after)
+    assert before["holdout"]["accuracy"] - after["holdout"]["accuracy"] <= 0.10, (before, after)
