@@ -86,10 +86,14 @@ def test_clusters_and_signal_see_identical_internals_in_the_suppressor(controls)
     assert c.reading == s.reading == "inconclusive"
 
 
-def test_oracle_forget_inputs_look_unseen(controls):
-    c = controls["oracle"]["clusters"]
-    assert c.scores["min_cka_forget"] < 0.99  # a different network
-    assert c.scores["late_unseen_like_fraction"] > 0.5
+def test_oracle_has_no_forget_cluster_or_detector(controls):
+    from probes.clusters import SEP_GAIN
+    from probes.signal import DET_MIN
+
+    c, s = controls["oracle"]["clusters"], controls["oracle"]["signal"]
+    assert c.scores["min_cka_forget"] < 0.99  # a different network...
+    assert c.scores["max_sep_gain"] < SEP_GAIN  # ...that sets no forget cluster apart
+    assert s.scores["max_detect_fh_M1"] <= 0.5 + DET_MIN  # and cannot tell forget from holdout
 
 
 def test_findings_carry_figures_and_json(controls):
@@ -107,3 +111,22 @@ def test_answer_rank_by_layer_shape(toy_original, toy_facts):
 def test_incompatible_subjects_are_refused(toy_original, toy_facts, tiny):
     with pytest.raises(IncompatibleSubjectsError):
         get_probe("logit_lens")(toy_original, tiny, toy_facts)
+
+
+def test_cli_probe_prints_readings(toyworld):
+    import json
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    args = ["probe", "--original", str(toyworld.original_dir), "--edited",
+            str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path),
+            "--module", "logit_lens", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output[res.output.index("["):])
+    assert [f["name"] for f in doc] == ["logit_lens"]
+    assert doc[0]["reading"] == "removal-consistent"
+    bad = CliRunner().invoke(app, args[:-3] + ["--module", "nope"])
+    assert bad.exit_code == 2 and "unknown analysis module" in bad.output
