@@ -43,7 +43,11 @@ def load_model(which: str, toy_root: str | None) -> tuple[Subject, FactSet]:
 
         from workbench.toyworld import build_toyworld
 
-        world = build_toyworld(Path(toy_root) if toy_root else None)
+        root = Path(toy_root) if toy_root else None
+        if root is not None and (root / "original" / "config.json").exists():
+            return (load_subject(str(root / "original"), device="cpu"),
+                    FactSet.load(root / "facts.jsonl"))
+        world = build_toyworld(root)
         return world.original(device="cpu"), world.facts()
     return load_subject("smollm2-135m", device="cpu"), builtin_facts("smollm2")
 

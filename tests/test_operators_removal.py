@@ -26,6 +26,17 @@ def toy_before(toy_original, toy_facts):
     return accuracy_by_split(toy_original, toy_facts)
 
 
+@pytest.mark.parametrize("name", ("graddiff", "npo"))
+def test_short_run_lowers_forget_and_keeps_retain(name, toy_original, toy_facts, toy_before):
+    edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                    make_config(name, {"steps": 20, "eval_every": 10}))
+    after = accuracy_by_split(edit.subject, toy_facts, generate=False)
+    assert after["forget"]["logprob"] < toy_before["forget"]["logprob"] - 1.0
+    assert after["retain"]["accuracy"] >= 0.85
+    assert [e["step"] for e in edit.metrics["training"]["evals"]] == [10, 20]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REMOVAL)
 def test_operator_meets_quality_bar_on_toy_world(name, toy_original, toy_facts, toy_before):
     edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
@@ -132,3 +143,23 @@ def test_bad_training_settings_are_refused(toy_original, toy_facts):
         get_operator("npo").apply(toy_original, f, r, make_config("npo", ["retain_loss=l2"]))
     with pytest.raises(WorkbenchError, match="retain set is empty"):
         get_operator("graddiff").apply(toy_original, f, FactSet((), "none"), make_config("graddiff"))
+
+
+# ----- the bundled model's built-in facts (minutes of CPU fine-tuning) --------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ("ga", "npo"))
+def test_bundled_model_quality_bar(name, bundled):
+    """ga / npo on SmolLM2's built-in facts: forget <= 20%, holdout >= 80% of the original's."""
+    import time
+
+    from workbench.facts import builtin_facts
+
+    facts = builtin_facts("smollm2")
+    before = accuracy_by_split(bundled, facts)
+    t0 = time.perf_counter()
+    edit = get_operator(name).apply(bundled, facts.forget, facts.retain, make_config(name))
+    assert time.perf_counter() - t0 < 600
+    after = accuracy_by_split(edit.subject, facts)
+    assert after["forget"]["accuracy"] <= 0.20, after
+    assert after["holdout"]["accuracy"] >= 0.8 * before["holdout"]["accuracy"], (before, after)
