@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from workbench.batching import Batch, encode
 from workbench.edits import Edit
-from workbench.errors import LayerError
+from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
@@ -44,7 +44,7 @@ class RMUConfig(OperatorConfig):
     lr: float = 2e-3  # AdamW
     steps: int = 40
     batch_size: int = 8
-    positions: str = "answer"  # answer: last prompt token + answer tokens | all: every token
+    positions: str = "answer"  # forget loss at: answer (last prompt + answer tokens) | all
     use_paraphrases: bool = True  # train on every phrasing of each fact
 
 
@@ -76,7 +76,7 @@ def token_mask(b: Batch, positions: str) -> Tensor:
         return b.attention_mask.bool()
     if positions == "answer":
         return b.answer_mask
-    raise ValueError(f"unknown positions {positions!r}; expected 'answer' or 'all'")
+    raise WorkbenchError(f"unknown positions {positions!r}; expected 'answer' or 'all'")
 
 
 def _texts(facts: FactSet, paraphrases: bool) -> tuple[list[str], list[str]]:
@@ -104,13 +104,14 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     forget.require_nonempty("forget set")
     retain.require_nonempty("retain set")
     if config.positions not in ("answer", "all"):
-        raise ValueError(f"unknown positions {config.positions!r}; expected 'answer' or 'all'")
+        raise WorkbenchError(f"unknown positions {config.positions!r}; expected 'answer' or 'all'")
     layer, layers = resolve_layers(subject, config)
     edited = subject.clone(source=f"{subject.source}+rmu")
     model, dev = edited.model, edited.device
     fb = encode(subject.tokenizer, *_texts(forget, config.use_paraphrases), device=dev)
     rb = encode(subject.tokenizer, *_texts(retain, config.use_paraphrases), device=dev)
-    fmask, rmask = token_mask(fb, config.positions), token_mask(rb, config.positions)
+    # retain is anchored at every token: unconstrained positions drift and break everything
+    fmask, rmask = token_mask(fb, config.positions), rb.attention_mask.bool()
     with torch.no_grad():  # the frozen original's activations, once
         f0 = residual_after(subject.model, layer, fb)
         r0 = residual_after(subject.model, layer, rb)
