@@ -30,7 +30,8 @@ def collect_activations(subject: Subject, texts: Sequence[str], hook: str,
                         max_tokens: int | None = None, skip_first: bool = True,
                         batch_size: int = 16, progress: bool = True,
                         ) -> Tensor:
-    """[tokens, d] activations of every real token of `texts` at `hook`, padding dropped.
+    """[tokens, d] activations of every real token of `texts` at `hook`, padding dropped
+    (texts of similar length are batched together, so rows are not in text order).
 
     Position 0 is skipped by default: in most LMs the first token is an attention sink whose
     residual norm is tens of times larger than any other, and an SAE trained on it wastes
@@ -43,6 +44,11 @@ def collect_activations(subject: Subject, texts: Sequence[str], hook: str,
     total = 0
     bar = tqdm(total=max_tokens or None, desc=f"activations {hook}", unit="tok",
                disable=not progress)
+    # Batch texts of similar length (sorted within windows of 16 batches, so a `max_tokens`
+    # cut still samples the whole length range): right padding then wastes little compute.
+    window = 16 * batch_size
+    texts = [t for w in range(0, len(texts), window)
+             for t in sorted(texts[w:w + window], key=len)]
     for start in range(0, len(texts), batch_size):
         acts = capture(subject, texts[start:start + batch_size], [layer], [point],
                        position="all", batch_size=batch_size)
