@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.behavior import accuracy_by_split
+from workbench.errors import WorkbenchError
 from workbench.facts import FactSet, builtin_facts
 from workbench.models import Subject, load_subject
 from workbench.operators import OPERATORS, get_operator, make_config
@@ -37,7 +38,8 @@ from workbench.operators.training import (
 console = Console()
 
 
-def load_model(which: str, toy_root: str | None) -> tuple[Subject, FactSet]:
+def load_model(which: str, toy_root: str | None,
+               facts_file: str | None = None) -> tuple[Subject, FactSet]:
     if which == "toy":
         from pathlib import Path
 
@@ -49,7 +51,8 @@ def load_model(which: str, toy_root: str | None) -> tuple[Subject, FactSet]:
                     FactSet.load(root / "facts.jsonl"))
         world = build_toyworld(root)
         return world.original(device="cpu"), world.facts()
-    return load_subject("smollm2-135m", device="cpu"), builtin_facts("smollm2")
+    facts = FactSet.load(facts_file) if facts_file else builtin_facts("smollm2")
+    return load_subject("smollm2-135m", device="cpu"), facts
 
 
 def bars(which: str, before: dict, after: dict) -> str:
@@ -70,7 +73,11 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
     for name in names:
         op = get_operator(name)
         t0 = time.perf_counter()
-        edit = op.apply(subject, facts.forget, facts.retain, make_config(name, seed=seed))
+        try:
+            edit = op.apply(subject, facts.forget, facts.retain, make_config(name, seed=seed))
+        except WorkbenchError as e:  # one operator's bad fit must not end the benchmark
+            t.add_row(name, op.family.split("-")[0], "-", "-", f"error: {e}"[:60], "", "", "no")
+            continue
         wall = time.perf_counter() - t0
         after = accuracy_by_split(edit.subject, facts, generate=generate)
         steps = edit.metrics.get("training", {}).get("steps", "-")
@@ -128,6 +135,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per kind")
     ap.add_argument("--toy-root", default=None, help="toy world directory (default: cache)")
+    ap.add_argument("--facts", default=None, help="fact file for smollm2 (default: built-in)")
     ap.add_argument("--step-only", action="store_true", help="only the step-time comparison")
     ap.add_argument("--teacher-forced", action="store_true",
                     help="score accuracy teacher-forced instead of by greedy generation")
@@ -138,7 +146,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     console.print(f"torch threads: {torch.get_num_threads()} (timings are noisy on a shared CPU)")
     for which in args.models.split(","):
-        subject, facts = load_model(which, args.toy_root)
+        subject, facts = load_model(which, args.toy_root, args.facts)
         if not args.step_only:
             console.print(run_operators(which, subject, facts, names, args.seed,
                                         not args.teacher_forced))
