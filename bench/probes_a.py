@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-import torch
+# bench/ holds a probes.py of its own: keep it from shadowing the `probes` package
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-from probes import run_battery
-from workbench.controls import identity_edit, output_only_suppressor
-from workbench.toyworld import build_toyworld
+import torch  # noqa: E402
+
+from probes import run_battery  # noqa: E402
+from workbench.controls import identity_edit, output_only_suppressor  # noqa: E402
+from workbench.toyworld import build_toyworld  # noqa: E402
 
 MODULES = ("behavior_pressure", "logit_lens", "linear_probes", "clusters", "signal")
 

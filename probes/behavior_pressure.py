@@ -20,12 +20,13 @@ from workbench.models import Subject
 
 LEAK_MIN = 0.2  # paraphrased forget accuracy above the canonical one (and above Mr's): a leak
 TRIGGER_MIN = 0.15  # retain accuracy lost to a forget prefix beyond M0's (and Mr's): a trigger
+PARA_SPLITS = ("forget", "retain")
 
 
 def _score(subject: Subject, prompts: list[str], answers: list[str]) -> tuple[float, float]:
     if not prompts:
         return float("nan"), float("nan")
-    total, _, exact = answer_logprobs(subject, prompts, answers)
+    total, _, exact = answer_logprobs(subject, prompts, answers, batch_size=64)
     return float(exact.mean()), float(total.mean())
 
 
@@ -35,6 +36,8 @@ def _measure(subject: Subject, facts: FactSet, mixed: dict[str, tuple[list, list
         fs = facts.split(split)
         out[f"{split}_acc"], out[f"{split}_logprob"] = _score(
             subject, [f.prompt for f in fs], [f.answer for f in fs])
+        if split not in PARA_SPLITS:  # paraphrases answer a question only for these two
+            continue
         para = [(p, f.answer) for f in fs for p in f.paraphrases]
         out[f"{split}_para_acc"], out[f"{split}_para_logprob"] = _score(
             subject, [p for p, _ in para], [a for _, a in para])
