@@ -141,12 +141,13 @@ def test_restoration_groups_cover_the_model(tiny):
     assert "block 0" in labels and "last 1 blocks" in labels and "all mlp" in labels
 
 
-def test_incompatible_subjects_are_refused(pair, bundled, toy_facts):
+def test_incompatible_subjects_are_refused(pair, bundled):
     m0, _ = pair
     other = make_tiny_subject(bundled.tokenizer, n_layers=2)
+    facts = FactSet((Fact("a", PROMPTS[0], ANSWERS[0], "forget"),))
     for fn in (activation_patching, attribution_patching, parameter_restoration):
-        with pytest.raises(IncompatibleSubjectsError):
-            fn(m0, other, toy_facts)
+        with pytest.raises(IncompatibleSubjectsError, match="num_hidden_layers"):
+            fn(m0, other, facts)
 
 
 # ----- the control edits on the toy world ---------------------------------------------------
