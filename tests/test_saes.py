@@ -85,7 +85,7 @@ def test_train_tiny_topk(tiny_sae):
     assert m.mean_l0 == pytest.approx(6, abs=0.01)  # TopK fires exactly k features
     assert 0.0 < m.explained_variance <= 1.0
     assert 0.0 <= m.dead_fraction < 1.0
-    assert m.ce_clean < m.ce_zero_ablation or m.ce_clean != m.ce_spliced
+    assert m.eval_tokens > 20 and m.ce_spliced != m.ce_clean  # the splice really ran
     assert trained.sae.cfg.metadata.hook_name == trained.hook
 
 
