@@ -10,7 +10,7 @@ greedy continuation matches the answer (normalised prefix match) *and* the teach
 tokens are each the model's argmax, and its answer is not copied from the prompt. The survivors'
 paraphrases are then scored; they are ordered correct-first and at most two are kept
 (always at least one). Each relation is capped at `--per-relation` facts and dealt round-robin
-into forget / retain / holdout, so every relation appears in every split in near-equal thirds.
+into forget / retain / holdout (each relation starting one split later), so every relation appears in every split in near-equal thirds.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from workbench.behavior import evaluate, is_match, normalize
 from workbench.facts import Fact, FactSet
@@ -248,10 +250,14 @@ def copied(prompt: str, answer: str) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--per-relation", type=int, default=9)
+    ap.add_argument("--per-relation", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 is faster on a crowded machine)")
     ap.add_argument("--report", action="store_true", help="print every candidate's outcome")
     args = ap.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     subject = load_subject("smollm2-135m", device="cpu")
     cands = [c for c in candidates() if not copied(c["prompt"], c["answer"])]
     # Stage 1: the prompts. Kept only when the greedy text matches *and* the teacher-forced
@@ -267,29 +273,30 @@ def main() -> None:
             mark = "OK " if c in good else "-- "
             print(f"{mark}{c['prompt']!r} -> {r.generated!r} (want {c['answer']!r}, "
                   f"forced={forced[c['id']]})")
-    # Stage 2: the paraphrases of the surviving facts.
-    rows = [Fact(f"{c['id']}#{k}", p, c["answer"], "forget")
-            for c in good for k, p in enumerate(c["paraphrases"], 1)]
-    para = {r.id: r.correct for r in evaluate(subject, FactSet(tuple(rows), "paraphrases"))}
-
+    # Cap each relation (first survivors in candidate order), dropping repeated prompts.
     by_rel: dict[str, list[dict]] = defaultdict(list)
     seen_prompts: set[str] = set()
     for c in good:
-        if c["prompt"] in seen_prompts:
-            continue
-        seen_prompts.add(c["prompt"])
-        ok = [p for k, p in enumerate(c["paraphrases"], 1) if para[f"{c['id']}#{k}"]]
-        bad = [p for p in c["paraphrases"] if p not in ok]
-        by_rel[c["relation"]].append({**c, "paraphrases": tuple((ok + bad)[:2]) if ok
-                                      else tuple(bad[:1])})
+        if c["prompt"] not in seen_prompts and len(by_rel[c["relation"]]) < args.per_relation:
+            seen_prompts.add(c["prompt"])
+            by_rel[c["relation"]].append(c)
+    # Stage 2: the paraphrases of the kept facts, ordered correct-first.
+    rows = [Fact(f"{c['id']}#{k}", p, c["answer"], "forget")
+            for items in by_rel.values() for c in items for k, p in enumerate(c["paraphrases"], 1)]
+    para = {r.id: r.correct for r in evaluate(subject, FactSet(tuple(rows), "paraphrases"))}
+    for items in by_rel.values():
+        for i, c in enumerate(items):
+            ok = [p for k, p in enumerate(c["paraphrases"], 1) if para[f"{c['id']}#{k}"]]
+            bad = [p for p in c["paraphrases"] if p not in ok]
+            items[i] = {**c, "paraphrases": tuple((ok + bad)[:2]) if ok else tuple(bad[:1])}
 
     facts: list[Fact] = []
-    for rel, items in by_rel.items():
+    for r, (rel, items) in enumerate(by_rel.items()):
         if len(items) < 3:
             print(f"dropping relation {rel}: only {len(items)} correct")
             continue
-        for i, c in enumerate(items[: args.per_relation]):
-            facts.append(Fact(c["id"], c["prompt"], c["answer"], SPLIT_ORDER[i % 3],
+        for i, c in enumerate(items):
+            facts.append(Fact(c["id"], c["prompt"], c["answer"], SPLIT_ORDER[(i + r) % 3],
                               tuple(c["paraphrases"]), c["entity"], rel))
     fs = FactSet(tuple(facts), "smollm2")
     fs.save(args.out)
