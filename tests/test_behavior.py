@@ -93,8 +93,10 @@ def test_wrong_answers_are_rejected(bundled, builtin):
 
 
 def test_batching_does_not_change_logprobs(bundled, builtin):
-    prompts = [f.prompt for f in builtin]
-    answers = [f.answer for f in builtin]
+    facts = builtin.facts[::2]  # half the set keeps batch_size=1 quick; lengths still mixed
+    prompts = [f.prompt for f in facts]
+    answers = [f.answer for f in facts]
+    assert len({len(a) for a in answers}) > 1
     one = answer_logprobs(bundled, prompts, answers, batch_size=1)
     many = answer_logprobs(bundled, prompts, answers, batch_size=16)
     np.testing.assert_allclose(one[0], many[0], atol=1e-4)
