@@ -94,6 +94,7 @@ def main() -> None:
     run = patch(m1, m0, prompts, answers, rows)
     results[f"ours ({run.method})"] = (time.perf_counter() - t,
                                        run.logprobs.reshape(n, -1).mean(1))
+    print(f"ours ({run.method}): {results[f'ours ({run.method})'][0]:.2f} s", flush=True)
     if args.with_full:
         t = time.perf_counter()
         full = patch(m1, m0, prompts, answers, rows, method="full")
@@ -101,6 +102,7 @@ def main() -> None:
     t = time.perf_counter()
     ref = tl_reference_patching(m1, m0, prompts, answers, "resid_post")
     t_tl = time.perf_counter() - t
+    print(f"transformer_lens: {t_tl:.2f} s", flush=True)
 
     print(f"\n{'implementation':<34}{'seconds':>10}{'vs TL':>9}{'max |diff| vs TL':>19}")
     print(f"{'transformer_lens generic_activation_patch':<34}{t_tl:>10.2f}{1.0:>8.1f}x{0.0:>19.2e}")
