@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
+# bench/ comes first on sys.path when run as a script, and bench/probes.py would shadow the
+# `probes` package: put the repository root there instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 # 32 simple prompts, used until / unless the built-in SmolLM2 fact set is available.
 FALLBACK = [
