@@ -38,3 +38,32 @@ def make_tiny_subject(tokenizer, n_layers: int = 2, d_model: int = 64, seed: int
 def tiny(bundled):
     """A 2-layer random Llama sharing the bundled tokenizer."""
     return make_tiny_subject(bundled.tokenizer)
+
+
+# ----- the toy world (workbench.toyworld): a tiny Llama trained from scratch + retrain oracle -----
+
+@pytest.fixture(scope="session")
+def toyworld():
+    """The default toy world, built once into the cache (`WORKBENCH_CACHE`) and reused."""
+    from workbench.toyworld import build_toyworld
+
+    return build_toyworld(progress=False)
+
+
+@pytest.fixture(scope="session")
+def toy_facts(toyworld):
+    """The toy world's facts: forget / retain / holdout / unseen, split by person."""
+    return toyworld.facts()
+
+
+@pytest.fixture(scope="session")
+def toy_original(toyworld):
+    """The tiny Llama trained on forget + retain + holdout (CPU). Session-scoped: do not edit
+    its weights in place; operators must `clone()` it."""
+    return toyworld.original(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_oracle(toyworld):
+    """The retrain oracle: same architecture, recipe and seed, trained on retain + holdout."""
+    return toyworld.oracle(device="cpu")

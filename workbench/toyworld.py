@@ -1,0 +1,274 @@
+"""A synthetic world of fictitious people, a tiny Llama trained on it, and its retrain oracle.
+
+Every person has a made-up one-word name (syllables, so no model has a prior about them) and one
+value for each attribute (home city, job, favourite colour, instrument), each stated in three
+phrasings. People are split by entity, as in TOFU: `forget` (to be unlearned), `retain`
+(operators may train on it), `holdout` (known to the model, never shown to an operator) and
+`unseen` (never trained on: non-members for membership tests). The original model is trained on
+forget + retain + holdout; the retrain oracle, with the same architecture, recipe and seed, on
+retain + holdout only, so it is the gold standard of "removed".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.facts import Fact, FactSet
+from workbench.toyworld_train import TrainConfig
+
+# Bump when the world generator or the training recipe changes meaning (invalidates caches).
+WORLD_VERSION = 1
+
+# attribute -> (values, templates); the first template is the canonical prompt.
+ATTRIBUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "city": (
+        ("Lisbon", "Oslo", "Kyoto", "Lima", "Cairo", "Dublin", "Nairobi", "Quito", "Hanoi",
+         "Vienna"),
+        ("{name} lives in", "The home town of {name} is", "{name} has a house in"),
+    ),
+    "job": (
+        ("baker", "pilot", "nurse", "lawyer", "farmer", "painter", "teacher", "plumber",
+         "chemist", "sailor"),
+        ("{name} works as a", "The job of {name} is", "By profession {name} is a"),
+    ),
+    "color": (
+        ("red", "blue", "green", "yellow", "purple", "orange", "silver", "black"),
+        ("The favourite colour of {name} is", "{name} likes the colour", "{name} mostly wears"),
+    ),
+    "instrument": (
+        ("violin", "piano", "guitar", "flute", "drums", "cello", "trumpet", "harp"),
+        ("{name} plays the", "The instrument of {name} is the", "In the band {name} plays the"),
+    ),
+}
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
+           "gr", "kr", "tr", "th", "sh", "st")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "ou", "ei")
+_CODAS = ("", "", "n", "r", "l", "s", "th", "k", "x")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """What determines a toy world; its hash names the cache directory."""
+
+    seed: int = 0
+    # People per split (200 in all). Forget and holdout are equal (30 people x 4 attributes =
+    # 120 facts each, enough to tell ~100% from chance ~11%) so "forgotten" vs "never shown to the
+    # operator" compare like for like. Retain is the largest trained split, so retain accuracy is
+    # stable and operators have plenty to regularise on (forget is ~21% of the trained people,
+    # near TOFU's forget10). Unseen people cost nothing to train, so there are more of them:
+    # membership tests get 240 non-member facts. Training cost grows with the trained people
+    # (140), which is what keeps both models under ~1-2 minutes on two CPU cores.
+    n_forget: int = 30
+    n_retain: int = 80
+    n_holdout: int = 30
+    n_unseen: int = 60
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = WORLD_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hash(self) -> str:
+        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _syllable(rng: random.Random) -> str:
+    return rng.choice(_ONSETS) + rng.choice(_VOWELS)
+
+
+def _make_names(rng: random.Random, n: int) -> list[str]:
+    """`n` distinct made-up one-word names (2-3 syllables; each is one token of the vocabulary)."""
+    names: list[str] = []
+    # never reuse a word of the templates or the answers (e.g. "Lima") as a name
+    seen = {w.lower() for values, templates in ATTRIBUTES.values()
+            for w in " ".join(values + templates).split()}
+    while len(names) < n:
+        k = rng.choice((2, 2, 3))
+        w = ("".join(_syllable(rng) for _ in range(k)) + rng.choice(_CODAS)).capitalize()
+        if w.lower() not in seen:
+            seen.add(w.lower())
+            names.append(w)
+    return names
+
+
+def make_facts(config: WorldConfig | None = None) -> FactSet:
+    """The world's facts (deterministic in `config.seed`): one per (person, attribute)."""
+    config = config or WorldConfig()
+    rng = random.Random(config.seed)
+    sizes = {"forget": config.n_forget, "retain": config.n_retain,
+             "holdout": config.n_holdout, "unseen": config.n_unseen}
+    names = _make_names(rng, sum(sizes.values()))
+    order = list(range(len(names)))
+    rng.shuffle(order)
+    facts: list[Fact] = []
+    start = 0
+    split_of: dict[int, str] = {}
+    for split, k in sizes.items():
+        for i in order[start:start + k]:
+            split_of[i] = split
+        start += k
+    for i, name in enumerate(names):
+        for rel, (values, templates) in ATTRIBUTES.items():
+            value = rng.choice(values)
+            prompts = [t.format(name=name) for t in templates]
+            facts.append(Fact(id=f"p{i:03d}-{rel}", prompt=prompts[0], answer=f" {value}",
+                              split=split_of[i], paraphrases=tuple(prompts[1:]), entity=name,
+                              relation=rel))
+    return FactSet(tuple(facts), "toyworld", meta={"seed": config.seed})
+
+
+def chance_rates() -> dict[str, float]:
+    """Accuracy of guessing uniformly per attribute, and their mean (`"mean"`)."""
+    rates = {rel: 1.0 / len(values) for rel, (values, _) in ATTRIBUTES.items()}
+    rates["mean"] = sum(rates.values()) / len(ATTRIBUTES)
+    return rates
+
+
+def _pairs(facts: FactSet) -> list[tuple[str, str]]:
+    """Training pairs: every phrasing of every fact."""
+    return [(p, f.answer) for f in facts for p in (f.prompt, *f.paraphrases)]
+
+
+def _texts(facts: FactSet) -> list[str]:
+    return [t for p, a in _pairs(facts) for t in (p, a)]
+
+
+@dataclass(frozen=True)
+class ToyWorld:
+    """A built toy world on disk: facts, the original model and the retrain oracle."""
+
+    root: Path
+    original_dir: Path
+    oracle_dir: Path
+    facts_path: Path
+    stats: dict[str, Any]
+
+    @classmethod
+    def at(cls, root: Path) -> ToyWorld:
+        root = Path(root)
+        stats = json.loads((root / "world.json").read_text())
+        return cls(root, root / "original", root / "oracle", root / "facts.jsonl", stats)
+
+    def facts(self) -> FactSet:
+        fs = FactSet.load(self.facts_path)
+        return FactSet(fs.facts, "toyworld", meta={"seed": self.stats["config"]["seed"]})
+
+    def original(self, device: Any = None):
+        from workbench.models import load_subject
+
+        return load_subject(str(self.original_dir), device=device)
+
+    def oracle(self, device: Any = None):
+        from workbench.models import load_subject
+
+        return load_subject(str(self.oracle_dir), device=device)
+
+
+def default_root(config: WorldConfig) -> Path:
+    from workbench.models import cache_root
+
+    return cache_root() / "toyworld" / config.hash()
+
+
+def _is_complete(root: Path, config: WorldConfig) -> bool:
+    try:
+        stats = json.loads((root / "world.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if stats.get("config_hash") != config.hash():
+        return False
+    needed = [root / "facts.jsonl"] + [root / d / f for d in ("original", "oracle")
+                                       for f in ("config.json", "model.safetensors",
+                                                 "tokenizer.json")]
+    return all(p.exists() for p in needed)
+
+
+def _accuracies(model_dir: Path, facts: FactSet) -> dict[str, Any]:
+    """Greedy accuracy on the canonical prompts (the user-facing measure) and teacher-forced
+    accuracy on the paraphrases, per split. One thread: faster for a model this small."""
+    import torch
+
+    from workbench.behavior import accuracy_by_split, evaluate, summarize
+    from workbench.models import load_subject
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        subject = load_subject(str(model_dir), device="cpu")
+        canonical = accuracy_by_split(subject, facts, batch_size=128)
+        para = summarize(evaluate(subject, facts, generate=False, use_paraphrases=True,
+                                  batch_size=256))
+    finally:
+        torch.set_num_threads(threads)
+    return {split: {"accuracy": round(row["accuracy"], 4), "logprob": round(row["logprob"], 4),
+                    "n": row["n"], "paraphrase_accuracy": round(para[split]["accuracy"], 4)}
+            for split, row in canonical.items()}
+
+
+def build_toyworld(out: Path | None = None, seed: int = 0, force: bool = False,
+                   progress: bool = True, config: WorldConfig | None = None,
+                   workers: int | None = None) -> ToyWorld:
+    """Build (or reuse) the toy world in `out`: facts.jsonl, original/, oracle/, world.json.
+
+    The default `out` is `cache_root()/toyworld/<config hash>`; an existing complete build with
+    the same config hash is reused instantly unless `force`. The build happens in a sibling
+    temporary directory that is renamed into place, so a crash never leaves half a world. The
+    two models train side by side in `workers` processes (default: one per core, at most two).
+    """
+    from workbench.toyworld_train import build_tokenizer, train_many
+
+    config = config or WorldConfig(seed=seed)
+    root = Path(out) if out is not None else default_root(config)
+    if not force and _is_complete(root, config):
+        return ToyWorld.at(root)
+    log = (lambda m: print(f"toyworld: {m}", flush=True)) if progress else None
+    t0 = time.perf_counter()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        facts = make_facts(config)
+        facts.save(tmp / "facts.jsonl")
+        tokenizer = build_tokenizer(_texts(facts))
+        training = {"original": facts.forget + facts.retain + facts.holdout,
+                    "oracle": facts.retain + facts.holdout}
+        if log:
+            log(f"training original ({len(training['original'])} facts) and oracle "
+                f"({len(training['oracle'])} facts), {config.train.epochs} epochs each")
+        infos = train_many([dict(tokenizer=tokenizer, pairs=_pairs(train), cfg=config.train,
+                                 seed=config.seed, out=tmp / what, name=what, progress=progress)
+                            for what, train in training.items()], workers=workers)
+        done = dict(zip(training, infos, strict=True))
+        timings = {what: round(info["seconds"], 2) for what, info in done.items()}
+        t_train = time.perf_counter() - t0
+        accuracy = {what: _accuracies(tmp / what, facts) for what in training}
+        stats = {
+            "config": config.to_json(), "config_hash": config.hash(), "seed": config.seed,
+            "n_people": {s: len({f.entity for f in facts.split(s)}) for s in facts.splits()},
+            "n_facts": {s: len(facts.split(s)) for s in facts.splits()},
+            "attributes": {rel: list(v) for rel, (v, _) in ATTRIBUTES.items()},
+            "chance": chance_rates(), "accuracy": accuracy, "train_seconds": timings,
+            "final_loss": {what: round(info["final_loss"], 5) for what, info in done.items()},
+            "train_wall_seconds": round(t_train, 2),
+            "build_seconds": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / "world.json").write_text(json.dumps(stats, indent=2))
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if log:
+        log(f"built in {stats['build_seconds']:.1f} s at {root}")
+    return ToyWorld.at(root)
