@@ -146,17 +146,18 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
     dev = base.device
     b = encode(base.tokenizer, prompts, answers, device=dev)
     src = {k: v.to(dev) for k, v in source_activations(source, prompts, cells).items()}
-    lp_base = torch.cat([_full_logprobs(base, encode(base.tokenizer, prompts[s], answers[s], dev))
-                         for s in chunks(len(prompts), 64)])
-    lp_src = torch.cat([_full_logprobs(source, encode(source.tokenizer, prompts[s], answers[s],
-                                                      source.device)).to(dev)
-                        for s in chunks(len(prompts), 64)])
     use_inc = method == "incremental" or (method == "auto" and not any(c[2] for c in cells))
     if use_inc and any(c[2] for c in cells):
         raise WorkbenchError("the incremental path patches only the last prompt token (back=0)")
+    inc = _Incremental(base, b) if use_inc else None
+    lp_base = inc.lp_full if inc is not None else torch.cat(
+        [_full_logprobs(base, encode(base.tokenizer, prompts[s], answers[s], dev))
+         for s in chunks(len(prompts), 64)])
+    lp_src = torch.cat([_full_logprobs(source, encode(source.tokenizer, prompts[s], answers[s],
+                                                      source.device)).to(dev)
+                        for s in chunks(len(prompts), 64)])
     out = None
-    if use_inc:
-        inc = _Incremental(base, b)
+    if inc is not None:
         check = inc.run([(i, ()) for i in range(len(prompts))], {}, batch_size)
         if method == "incremental" or torch.allclose(check, lp_base, atol=1e-3, rtol=0):
             out = _sweep(lambda rs, plan: inc.run(rs, plan, batch_size), rows, src,
@@ -196,6 +197,9 @@ class _Incremental:
     def __init__(self, base: Subject, b: Batch) -> None:
         self.model, self.b = base.model, b
         out = base.model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=True)
+        # the same pass gives the unpatched base's answer log-probs (one forward pass saved)
+        self.lp_full = answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:],
+                                                  b.answer_mask[:, :-1])
         cache = out.past_key_values
         self.kv = [(layer.keys, layer.values) for layer in cache.layers]
         width = b.input_ids.shape[1]
