@@ -4,6 +4,7 @@ oracle that does not know the forget facts, caching, CLI, and HF / TransformerLe
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -101,7 +102,7 @@ def test_oracle_is_compatible_with_original(toy_original, toy_oracle):
 
 
 def _tiny_config(seed: int = 0) -> WorldConfig:
-    return WorldConfig(seed=seed, n_forget=3, n_retain=6, n_holdout=3, n_unseen=3, n_surnames=5,
+    return WorldConfig(seed=seed, n_forget=3, n_retain=6, n_holdout=3, n_unseen=3,
                        train=TrainConfig(d_model=32, n_layers=2, n_heads=2, d_mlp=64, epochs=2))
 
 
@@ -111,6 +112,7 @@ def test_cli_build_writes_artefacts(tmp_path, monkeypatch):
     from workbench.cli import app
 
     monkeypatch.setattr(tw, "WorldConfig", _tiny_config)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # train in-process: no worker start-up
     out = tmp_path / "world"
     res = CliRunner().invoke(app, ["toyworld", "build", "--out", str(out), "--seed", "3"])
     assert res.exit_code == 0, res.output
@@ -120,17 +122,29 @@ def test_cli_build_writes_artefacts(tmp_path, monkeypatch):
     stats = json.loads((out / "world.json").read_text())
     assert stats["seed"] == 3 and set(stats["accuracy"]) == {"original", "oracle"}
     assert "oracle" in res.output and "forget" in res.output
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.is_dir()]
+    assert not leftovers  # the temporary build directory was renamed into place
 
 
-def test_force_rebuilds_and_training_is_deterministic(tmp_path):
-    a = tw.build_toyworld(tmp_path / "a", config=_tiny_config(), progress=False)
-    b = tw.build_toyworld(tmp_path / "b", config=_tiny_config(), progress=False)
+def test_training_is_deterministic_in_process_or_in_parallel(tmp_path):
+    a = tw.build_toyworld(tmp_path / "a", config=_tiny_config(), progress=False, workers=1)
+    b = tw.build_toyworld(tmp_path / "b", config=_tiny_config(), progress=False, workers=2)
     assert a.stats["accuracy"] == b.stats["accuracy"]
-    wa = (a.original_dir / "model.safetensors").read_bytes()
-    assert wa == (b.original_dir / "model.safetensors").read_bytes()
+    for what in ("original", "oracle"):
+        wa = (a.root / what / "model.safetensors").read_bytes()
+        assert wa == (b.root / what / "model.safetensors").read_bytes(), what
+
+
+def test_force_rebuilds_and_cache_reuses(tmp_path):
+    a = tw.build_toyworld(tmp_path / "a", config=_tiny_config(), progress=False, workers=1)
     mtime = (a.root / "world.json").stat().st_mtime_ns
-    tw.build_toyworld(tmp_path / "a", config=_tiny_config(), progress=False, force=True)
+    tw.build_toyworld(tmp_path / "a", config=_tiny_config(), progress=False)
+    assert (a.root / "world.json").stat().st_mtime_ns == mtime
+    other = tw.build_toyworld(tmp_path / "a", config=_tiny_config(seed=1), progress=False,
+                              workers=1)  # another config in the same place: rebuilt
+    assert other.stats["seed"] == 1
+    tw.build_toyworld(tmp_path / "a", config=_tiny_config(seed=1), progress=False, force=True,
+                      workers=1)
     assert (a.root / "world.json").stat().st_mtime_ns != mtime
 
 

@@ -18,6 +18,8 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,18 +225,47 @@ def build_toyworld(out: Path | None = None, seed: int = 0, force: bool = False,
 
     The default `out` is `cache_root()/toyworld/<config hash>`; an existing complete build with
     the same config hash is reused instantly unless `force`. The build happens in a sibling
-    temporary directory that is renamed into place, so a crash never leaves half a world. The
-    two models train side by side in `workers` processes (default: one per core, at most two).
+    temporary directory that is renamed into place, so a crash never leaves half a world, and
+    under a lock file, so concurrent callers (parallel test sessions) build it once. The two
+    models train side by side in `workers` processes (default: one per core, at most two).
     """
-    from workbench.toyworld_train import build_tokenizer, train_many
-
     config = config or WorldConfig(seed=seed)
     root = Path(out) if out is not None else default_root(config)
     if not force and _is_complete(root, config):
         return ToyWorld.at(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(root.parent / f".{root.name}.lock", progress):
+        if not force and _is_complete(root, config):  # built by someone else while we waited
+            return ToyWorld.at(root)
+        return _build(root, config, progress, workers)
+
+
+@contextmanager
+def _lock(path: Path, progress: bool) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX `flock`; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"toyworld: waiting for another build of {path.name[1:-5]}", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None) -> ToyWorld:
+    from workbench.toyworld_train import build_tokenizer, train_many
+
     log = (lambda m: print(f"toyworld: {m}", flush=True)) if progress else None
     t0 = time.perf_counter()
-    root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         facts = make_facts(config)
@@ -250,6 +281,7 @@ def build_toyworld(out: Path | None = None, seed: int = 0, force: bool = False,
                             for what, train in training.items()], workers=workers)
         done = dict(zip(training, infos, strict=True))
         timings = {what: round(info["seconds"], 2) for what, info in done.items()}
+        cpu = {what: round(info["cpu_seconds"], 2) for what, info in done.items()}
         t_train = time.perf_counter() - t0
         accuracy = {what: _accuracies(tmp / what, facts) for what in training}
         stats = {
@@ -259,7 +291,7 @@ def build_toyworld(out: Path | None = None, seed: int = 0, force: bool = False,
             "attributes": {rel: list(v) for rel, (v, _) in ATTRIBUTES.items()},
             "chance": chance_rates(), "accuracy": accuracy, "train_seconds": timings,
             "final_loss": {what: round(info["final_loss"], 5) for what, info in done.items()},
-            "train_wall_seconds": round(t_train, 2),
+            "train_cpu_seconds": cpu, "train_wall_seconds": round(t_train, 2),
             "build_seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / "world.json").write_text(json.dumps(stats, indent=2))

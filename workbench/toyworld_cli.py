@@ -17,8 +17,7 @@ def world_table(stats: dict) -> Table:
     """Accuracy per split for the original model and the oracle, with chance rates."""
     acc = stats["accuracy"]
     t = Table(title=f"Toy world (seed {stats['seed']}, config {stats['config_hash']})")
-    for col in ("split", "people", "facts", "original", "original (paraphrases)", "oracle",
-                "oracle (paraphrases)"):
+    for col in ("split", "people", "facts", "original", "paraphrases", "oracle", "paraphrases"):
         t.add_column(col, justify="right")
     for split, n_facts in stats["n_facts"].items():
         o, r = acc["original"].get(split, {}), acc["oracle"].get(split, {})
@@ -26,9 +25,13 @@ def world_table(stats: dict) -> Table:
                   *(f"{row.get(k, float('nan')):.1%}" for row in (o, r)
                     for k in ("accuracy", "paraphrase_accuracy")))
     chance = stats["chance"]
-    t.caption = ("chance: " + ", ".join(f"{k} {v:.1%}" for k, v in chance.items())
-                 + f"\ntraining: original {stats['train_seconds']['original']:.1f} s, oracle "
-                 f"{stats['train_seconds']['oracle']:.1f} s; build {stats['build_seconds']:.1f} s")
+    wall, cpu = stats["train_seconds"], stats.get("train_cpu_seconds", {})
+    timing = ", ".join(f"{m} {wall[m]:.1f} s" + (f" ({cpu[m]:.1f} s CPU)" if m in cpu else "")
+                       for m in ("original", "oracle"))
+    t.caption = ("accuracy: greedy answer to the canonical prompt; paraphrases: teacher-forced "
+                 "on the other phrasings\nchance (1 / values per attribute): "
+                 + ", ".join(f"{k} {v:.1%}" for k, v in chance.items())
+                 + f"\ntraining: {timing}; whole build {stats['build_seconds']:.1f} s")
     return t
 
 

@@ -88,10 +88,11 @@ def train_lm(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: TrainConfi
              log: Callable[[str], None] | None = None,
              on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
     """Train on the answer tokens of (prompt, answer) pairs with AdamW and a warmup-cosine
-    schedule; a fixed seed fixes the shuffling. Returns the final loss and the seconds taken."""
+    schedule; a fixed seed fixes the shuffling. Returns the final loss, the steps, and the wall
+    and CPU seconds taken (CPU seconds are what the training would take on an idle core)."""
     from workbench.batching import encode
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batch = encode(tokenizer, [p for p, _ in pairs], [a for _, a in pairs])
     n = len(pairs)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -140,7 +141,8 @@ def train_lm(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: TrainConfi
             log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_v:.4f} "
                 f"({time.perf_counter() - t0:.0f} s)")
     model.eval()
-    return {"final_loss": loss_v, "steps": step, "seconds": time.perf_counter() - t0}
+    return {"final_loss": loss_v, "steps": step, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0}
 
 
 def train_and_save(tokenizer, pairs: Sequence[tuple[str, str]], cfg: TrainConfig, seed: int,
