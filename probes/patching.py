@@ -432,7 +432,7 @@ def _read(div: np.ndarray, best: float, best_label: str, resid_rec: np.ndarray |
                 f"answer lost {gap:.1f} nats: the edit acts after the last block (at the output)")
     if best_label:
         layer = int(best_label.split("@")[1])
-        if best >= RECOVERED and (layer == 0 or div[:layer].max() < SAME):
+        if best >= RECOVERED and layer > 0 and div[:layer].max() < SAME:
             return ("suppression-signature",
                     f"patching M0's {best_label} alone restores {best:.0%} of the answer and M1 "
                     f"computes like M0 before block {layer}: a localised suppressor")
