@@ -99,6 +99,8 @@ def test_oracle_is_compatible_with_original(toy_original, toy_oracle):
     from workbench.models import check_compatible
 
     check_compatible(toy_original, toy_oracle)
+    assert toy_original.name == "toyworld-original" and toy_oracle.name == "toyworld-oracle"
+    assert toy_oracle.meta["toyworld"]["trained_on"] == ["retain", "holdout"]
 
 
 def _tiny_config(seed: int = 0) -> WorldConfig:

@@ -81,7 +81,8 @@ class WorldConfig:
         return asdict(self)
 
     def hash(self) -> str:
-        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        """Hash of the config and the attribute tables (so editing them invalidates caches)."""
+        blob = json.dumps([self.to_json(), ATTRIBUTES], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -280,6 +281,12 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
                                  seed=config.seed, out=tmp / what, name=what, progress=progress)
                             for what, train in training.items()], workers=workers)
         done = dict(zip(training, infos, strict=True))
+        for what in training:  # `load_subject` reads this into `Subject.meta`
+            meta = {"name": f"toyworld-{what}", "toyworld": {
+                "role": what, "config_hash": config.hash(), "seed": config.seed,
+                "trained_on": ["forget", "retain", "holdout"] if what == "original"
+                else ["retain", "holdout"]}}
+            (tmp / what / "workbench_subject.json").write_text(json.dumps(meta, indent=2))
         timings = {what: round(info["seconds"], 2) for what, info in done.items()}
         cpu = {what: round(info["cpu_seconds"], 2) for what, info in done.items()}
         t_train = time.perf_counter() - t0
