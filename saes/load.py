@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from sae_lens import SAE
 
 from saes.hooks import check_hook
 from saes.train import META_FILE
 from workbench.errors import WorkbenchError
 from workbench.models import Subject, default_device
+
+if TYPE_CHECKING:  # sae_lens (and TransformerLens under it) takes seconds to import: lazily
+    from sae_lens import SAE
 
 PRETRAINED_PREFIX = "release:"
 
@@ -54,6 +56,8 @@ def load_sae(path: str | Path, device: str | torch.device | None = None,
     path = Path(path)
     if not (path / "cfg.json").exists():
         raise WorkbenchError(f"{path} is not an SAE directory (no cfg.json)")
+    from sae_lens import SAE
+
     dev = str(default_device(device))
     try:
         sae = SAE.load_from_disk(path, device=dev)
@@ -67,6 +71,8 @@ def load_sae(path: str | Path, device: str | torch.device | None = None,
 def load_pretrained_sae(release: str, sae_id: str, device: str | torch.device | None = None,
                         hook: str | None = None) -> LoadedSAE:
     """A published SAE by SAELens release name (or `org/repo`) and SAE id, via the hub cache."""
+    from sae_lens import SAE
+
     dev = str(default_device(device))
     try:
         sae = SAE.from_pretrained(release, sae_id, device=dev)

@@ -15,21 +15,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import torch
-from sae_lens import (
-    SAE,
-    JumpReLUTrainingSAE,
-    JumpReLUTrainingSAEConfig,
-    SAETrainer,
-    StandardTrainingSAE,
-    StandardTrainingSAEConfig,
-    TopKTrainingSAE,
-    TopKTrainingSAEConfig,
-)
-from sae_lens.config import LoggingConfig, SAETrainerConfig
 from torch import Tensor
 
 from saes.activations import collect_activations
@@ -41,6 +30,9 @@ from workbench.models import Subject
 
 ARCHS = ("standard", "topk", "jumprelu")
 META_FILE = "workbench_sae.json"
+
+if TYPE_CHECKING:  # sae_lens pulls in TransformerLens (seconds): imported where used
+    from sae_lens import SAE
 
 
 @dataclass(frozen=True)
@@ -103,6 +95,15 @@ class TrainedSAE:
 
 
 def _training_sae(cfg: SAETrainConfig, d_in: int, device: str) -> Any:
+    from sae_lens import (
+        JumpReLUTrainingSAE,
+        JumpReLUTrainingSAEConfig,
+        StandardTrainingSAE,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
+
     common = {"d_in": d_in, "d_sae": cfg.width, "device": device,
               "normalize_activations": "expected_average_only_in"}
     if cfg.arch == "topk":
@@ -126,6 +127,9 @@ def _batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
 
 def fit_sae(acts: Tensor, cfg: SAETrainConfig, progress: bool = True) -> SAE:
     """Train a SAELens training SAE on a [tokens, d] activation matrix; returns it in eval mode."""
+    from sae_lens import SAETrainer
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
     if acts.ndim != 2 or acts.shape[0] < 2:
         raise WorkbenchError(f"need a [tokens, d] activation matrix, got {tuple(acts.shape)}")
     torch.manual_seed(cfg.seed)
