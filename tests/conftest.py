@@ -10,6 +10,11 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# On an oversubscribed machine torch's intra-op threads fight each other (a tiny model's forward
+# pass was measured 50x slower with 2 threads than with 1 under load 17 on 2 cores).
+if os.getloadavg()[0] > (os.cpu_count() or 1):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def bundled():

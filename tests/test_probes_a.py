@@ -60,7 +60,9 @@ def test_identity_is_not_suppression(controls, module):
 def test_lens_sees_the_answer_inside_the_suppressor(controls):
     f = controls["suppressor"]["logit_lens"]
     np.testing.assert_array_equal(f.arrays["rank_M0"], f.arrays["rank_M1"])
-    assert f.scores["output_read_M0"] > 0.9 and f.scores["output_read_M1"] < 0.05
+    # the model no longer says the answers (the suppressor lowers every forget answer value, so
+    # among the relation's values the right one may still lead: output_read_M1 is not ~0)
+    assert f.scores["output_read_M0"] > 0.9 and f.scores["forget_acc_M1"] < 0.05
     assert f.scores["late_read_M1"] - f.scores["late_read_Mr"] > 0.5
 
 
@@ -93,7 +95,10 @@ def test_oracle_has_no_forget_cluster_or_detector(controls):
     c, s = controls["oracle"]["clusters"], controls["oracle"]["signal"]
     assert c.scores["min_cka_forget"] < 0.99  # a different network...
     assert c.scores["max_sep_gain"] < SEP_GAIN  # ...that sets no forget cluster apart
-    assert s.scores["max_detect_fh_M1"] <= 0.5 + DET_MIN  # and cannot tell forget from holdout
+    # The oracle never trained on the forget people, so it *can* tell them from holdout people
+    # (their names are unfamiliar), but not from never-seen people: no gate, no signal.
+    assert s.scores["late_detect_fu_M1"] <= 0.5 + DET_MIN
+    assert s.scores["max_detect_excess"] <= DET_MIN and s.reading != "suppression-signature"
 
 
 def test_findings_carry_figures_and_json(controls):
