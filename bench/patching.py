@@ -10,60 +10,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
-# bench/ comes first on sys.path when run as a script, and bench/probes.py would shadow the
-# `probes` package: put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-# 32 simple prompts, used until / unless the built-in SmolLM2 fact set is available.
-FALLBACK = [
-    ("The capital of France is", " Paris"), ("The capital of Italy is", " Rome"),
-    ("The capital of Germany is", " Berlin"), ("The capital of Spain is", " Madrid"),
-    ("The capital of Japan is", " Tokyo"), ("The capital of Egypt is", " Cairo"),
-    ("The capital of Russia is", " Moscow"), ("The capital of England is", " London"),
-    ("The largest planet in the solar system is", " Jupiter"),
-    ("The chemical symbol for gold is", " Au"), ("Water is made of hydrogen and", " oxygen"),
-    ("The author of Hamlet is William", " Shakespeare"),
-    ("The first president of the United States was George", " Washington"),
-    ("The Eiffel Tower is in the city of", " Paris"), ("The Colosseum is in the city of", " Rome"),
-    ("The opposite of hot is", " cold"), ("The color of the sky on a clear day is", " blue"),
-    ("A week has seven", " days"), ("The sun rises in the", " east"),
-    ("Bees make", " honey"), ("The currency of Japan is the", " yen"),
-    ("The language spoken in Brazil is", " Portuguese"), ("The tallest mountain on Earth is Mount",
-                                                          " Everest"),
-    ("The freezing point of water in Celsius is", " 0"), ("Albert Einstein developed the theory of",
-                                                          " relativity"),
-    ("The Great Wall is in", " China"), ("Cats are popular household", " pets"),
-    ("The planet closest to the sun is", " Mercury"), ("Romeo and Juliet was written by William",
-                                                       " Shakespeare"),
-    ("The capital of Canada is", " Ottawa"), ("The capital of Australia is", " Canberra"),
-    ("Paris is the capital of", " France"),
-]
-
 
 def facts(n: int) -> tuple[list[str], list[str], str]:
-    try:
-        from workbench.facts import builtin_facts
+    """`n` forget rows of the built-in set: its forget prompts, then their paraphrases."""
+    from workbench.facts import builtin_facts
 
-        fs = builtin_facts("smollm2").forget
-        if len(fs) >= n:
-            fs = fs.take(n)
-            return [f.prompt for f in fs], [f.answer for f in fs], "builtin:smollm2 forget"
-    except Exception:  # noqa: BLE001 - the built-in set may not exist yet: use our own prompts
-        pass
-    rows = FALLBACK[:n]
-    return [p for p, _ in rows], [a for _, a in rows], "bench fallback prompts"
+    fs = builtin_facts("smollm2").forget
+    rows = [(f.prompt, f.answer) for f in fs] + [(p, f.answer) for f in fs for p in f.paraphrases]
+    rows = rows[:n]
+    return [p for p, _ in rows], [a for _, a in rows], "builtin:smollm2 forget (+ paraphrases)"
 
 
 def late_noise(subject, n_blocks: int = 4, scale: float = 0.5, seed: int = 0):

@@ -2,47 +2,28 @@
 
 M1 is the output-only suppressor control in both worlds (the toy world also passes its retrain
 oracle). Prints per-module seconds and readings, and the total against its target (toy world:
-60 s on 2 cores; bundled model: 10 minutes). Run: `python bench/probes.py [--world toy|bundled]`.
+60 s on 2 cores; bundled model: 10 minutes). Run: `python bench/battery.py [--world toy|bundled]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
-# `python bench/probes.py` puts bench/ first on sys.path, where this file would shadow the
-# `probes` package: use the repository root instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 TARGETS = {"toy": 60.0, "bundled": 600.0}
 
 
 def _bundled():
-    from workbench.facts import Fact, FactSet, builtin_facts
+    from workbench.facts import builtin_facts
     from workbench.models import load_subject
 
-    m0 = load_subject("smollm2-135m", device="cpu")
-    try:
-        facts, source = builtin_facts("smollm2"), "builtin:smollm2"
-    except Exception:  # noqa: BLE001 - the built-in set may not exist yet: use the bench prompts
-        spec = importlib.util.spec_from_file_location("bench_patching", _HERE / "patching.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        FALLBACK = mod.FALLBACK  # noqa: N806
-
-        facts = FactSet(tuple(Fact(f"f{i}", p, a, "forget" if i % 2 == 0 else "retain")
-                              for i, (p, a) in enumerate(FALLBACK)), "bench")
-        source = "bench fallback prompts (16 forget / 16 retain)"
-    return m0, None, facts, source
+    return load_subject("smollm2-135m", device="cpu"), None, builtin_facts("smollm2"), \
+        "builtin:smollm2"
 
 
 def _toy():
