@@ -23,10 +23,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from probes.patch_blocks import BlockRunner, clean_pass, start_layer
 from workbench.batching import Batch, chunks, encode
 from workbench.capture import POINTS, _attn, capture
 from workbench.errors import LayerError, WorkbenchError
-from workbench.models import Subject
+from workbench.models import Subject, decoder_layers
 
 Cell = tuple[int, str, int]  # (layer, point, back): back = tokens before the last prompt token
 
@@ -53,8 +54,6 @@ def _first(x):
 
 
 def _module(model: nn.Module, layer: int, point: str) -> nn.Module:
-    from workbench.models import decoder_layers
-
     block = decoder_layers(model)[layer]
     if point in ("resid_pre", "resid_post"):
         return block
@@ -145,7 +144,12 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
                          f"({base.n_layers} layers, points {POINTS})")
     dev = base.device
     b = encode(base.tokenizer, prompts, answers, device=dev)
-    src = {k: v.to(dev) for k, v in source_activations(source, prompts, cells).items()}
+    if any(c[2] for c in cells):
+        src = {k: v.to(dev) for k, v in source_activations(source, prompts, cells).items()}
+        lp_src = None
+    else:  # one pass of the source gives both its activations and its answer log-probs
+        src, lp_src = _source_pass(source, prompts, answers, cells)
+        src, lp_src = {k: v.to(dev) for k, v in src.items()}, lp_src.to(dev)
     use_inc = method == "incremental" or (method == "auto" and not any(c[2] for c in cells))
     if use_inc and any(c[2] for c in cells):
         raise WorkbenchError("the incremental path patches only the last prompt token (back=0)")
@@ -153,15 +157,13 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
     lp_base = inc.lp_full if inc is not None else torch.cat(
         [_full_logprobs(base, encode(base.tokenizer, prompts[s], answers[s], dev))
          for s in chunks(len(prompts), 64)])
-    lp_src = torch.cat([_full_logprobs(source, encode(source.tokenizer, prompts[s], answers[s],
-                                                      source.device)).to(dev)
-                        for s in chunks(len(prompts), 64)])
+    if lp_src is None:
+        lp_src = torch.cat([_full_logprobs(source, encode(source.tokenizer, prompts[s], answers[s],
+                                                          source.device)).to(dev)
+                            for s in chunks(len(prompts), 64)])
     out = None
     if inc is not None:
-        check = inc.run([(i, ()) for i in range(len(prompts))], {}, batch_size)
-        if method == "incremental" or torch.allclose(check, lp_base, atol=1e-3, rtol=0):
-            out = _sweep(lambda rs, plan: inc.run(rs, plan, batch_size), rows, src,
-                         lambda f, back: 0, batch_size, dev, progress, "patch (incremental)")
+        out = _incremental_rows(inc, rows, src, lp_base, batch_size, method, progress)
     used = "incremental" if out is not None else "full"
     if out is None:
         last = b.last.tolist()
@@ -177,6 +179,67 @@ def _sweep(run, rows, src, pos_of, batch_size, dev, progress, desc) -> Tensor:
         chunk_rows = rows[sl]
         parts.append(run(chunk_rows, _plan(chunk_rows, src, pos_of, dev)))
     return torch.cat(parts)
+
+
+def _incremental_rows(inc: _Incremental, rows, src, lp_base: Tensor, batch_size: int,
+                      method: str, progress: bool) -> Tensor | None:
+    """Rows on the incremental path: residual patches skip the blocks before the patch (when
+    a self-check on the unpatched base passes), other rows run every block. None: fall back."""
+    n, nf = len(decoder_layers(inc.model)), len(lp_base)
+    starts = [start_layer(cs, n) for _, cs in rows]
+    fast = [i for i, L in enumerate(starts) if L is not None] if inc.blocks is not None else []
+    if fast:
+        check = inc.blocks.run([(f, 0, None) for f in range(nf)], batch_size)
+        if method != "incremental" and not torch.allclose(check, lp_base, atol=1e-3, rtol=0):
+            fast = []
+    out = torch.empty(len(rows), dtype=torch.float32, device=lp_base.device)
+    if fast:
+        jobs = [(rows[i][0], starts[i], src[rows[i][1][0][:2]][rows[i][0]]) for i in fast]
+        out[torch.tensor(fast, device=out.device)] = inc.blocks.run(jobs, batch_size)
+    rest = sorted(set(range(len(rows))) - set(fast))
+    if not rest:
+        return out
+    check = inc.run([(i, ()) for i in range(nf)], {}, batch_size)
+    if method != "incremental" and not torch.allclose(check, lp_base, atol=1e-3, rtol=0):
+        return None
+    out[torch.tensor(rest, device=out.device)] = _sweep(
+        lambda rs, plan: inc.run(rs, plan, batch_size), [rows[i] for i in rest], src,
+        lambda f, back: 0, batch_size, lp_base.device, progress, "patch (incremental)")
+    return out
+
+
+@torch.no_grad()
+def _source_pass(source: Subject, prompts, answers, cells: set[Cell], batch_size: int = 64
+                 ) -> tuple[dict[tuple[int, str], Tensor], Tensor]:
+    """The source's activations at the last prompt token for every (layer, point) in `cells`
+    and its answer log-probs, from one forward pass per batch."""
+    keys = sorted({c[:2] for c in cells})
+    parts: dict[tuple[int, str], list[Tensor]] = {k: [] for k in keys}
+    lps = []
+    for sl in chunks(len(prompts), batch_size):
+        b = encode(source.tokenizer, prompts[sl], answers[sl], source.device)
+        rows = torch.arange(len(b.last), device=b.last.device)
+        handles = []
+        for key in keys:
+            mod = _module(source.model, *key)
+            if key[1] == "resid_pre":
+                def pre(_m, args, kwargs, key=key, rows=rows, last=b.last):
+                    h = args[0] if args else kwargs["hidden_states"]
+                    parts[key].append(h[rows, last].clone())
+                handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+            else:
+                def post(_m, _a, o, key=key, rows=rows, last=b.last):
+                    parts[key].append(_first(o)[rows, last].clone())
+                handles.append(mod.register_forward_hook(post))
+        try:
+            out = source.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                               use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        lps.append(answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:],
+                                              b.answer_mask[:, :-1]))
+    return {k: torch.cat(v) for k, v in parts.items()}, torch.cat(lps)
 
 
 def _full_rows(base: Subject, b: Batch, chunk_rows, plan) -> Tensor:
@@ -196,14 +259,21 @@ class _Incremental:
 
     def __init__(self, base: Subject, b: Batch) -> None:
         self.model, self.b = base.model, b
-        out = base.model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=True)
+        n_ans = (b.lengths - b.last - 1).tolist()
+        self.blocks: BlockRunner | None = None
+        if BlockRunner.supported(base.model):
+            out, states = clean_pass(base.model, b, max(n_ans))
+        else:
+            out = base.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                             use_cache=True)
         # the same pass gives the unpatched base's answer log-probs (one forward pass saved)
         self.lp_full = answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:],
                                                   b.answer_mask[:, :-1])
         cache = out.past_key_values
         self.kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if BlockRunner.supported(base.model):
+            self.blocks = BlockRunner(base.model, b, self.kv, states, n_ans)
         width = b.input_ids.shape[1]
-        n_ans = (b.lengths - b.last - 1).tolist()
         s = max(n_ans)
         dev = b.input_ids.device
         self.suffix = torch.zeros((len(n_ans), s), dtype=torch.long, device=dev)
