@@ -29,7 +29,7 @@ def train_cmd(
     out_dir: Path = typer.Option(..., "--out", help="directory to write the SAE to"),
     point: str = typer.Option("resid_post", help="resid_pre | resid_post | attn_out | mlp_out"),
     arch: str = typer.Option("topk", help="standard | topk | jumprelu"),
-    width: int = typer.Option(2048, help="number of features"),
+    width: int = typer.Option(1024, help="number of features"),
     k: int = typer.Option(32, help="TopK: active features per token"),
     tokens: int = typer.Option(60_000, help="activation vectors to train on"),
     epochs: int = typer.Option(6, help="passes over the activations"),

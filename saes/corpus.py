@@ -110,6 +110,27 @@ def default_corpus(facts: FactSet | None = None, seed: int = 0,
     return texts
 
 
+def pack_texts(texts: Sequence[str], max_chars: int = 600) -> list[str]:
+    """Join consecutive short texts (with a space) into chunks of up to `max_chars` characters.
+
+    Docstring paragraphs average ~40 tokens; packed to ~130 tokens, the SAE sees activations at
+    the positions ordinary text reaches and a batch wastes little on padding. Longer texts stay
+    whole (the capture cuts them)."""
+    out: list[str] = []
+    cur = ""
+    for t in texts:
+        t = t.strip()
+        if not t:
+            continue
+        if cur and len(cur) + 1 + len(t) > max_chars:
+            out.append(cur)
+            cur = ""
+        cur = f"{cur} {t}" if cur else t
+    if cur:
+        out.append(cur)
+    return out
+
+
 def split_held_out(texts: Sequence[str], frac: float = 0.05, min_eval: int = 8,
                    max_eval: int = 96) -> tuple[list[str], list[str]]:
     """(train, held-out): the held-out part is the last `frac` of the texts (bounded)."""

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from saes.activations import collect_activations
-from saes.corpus import split_held_out
+from saes.corpus import pack_texts, split_held_out
 from saes.metrics import SAEMetrics, evaluate_sae
 from workbench.capture import POINTS, hook_name
 from workbench.errors import WorkbenchError
@@ -37,21 +37,22 @@ if TYPE_CHECKING:  # sae_lens pulls in TransformerLens (seconds): imported where
 
 @dataclass(frozen=True)
 class SAETrainConfig:
-    """What to train. The defaults reach EV >= 0.7, loss recovered >= 80% and <= 20% dead
-    features on SmolLM2-135M layer 15 in a few minutes on 2 CPU cores (see the README)."""
+    """What to train. The defaults (TopK, 1024 features, k 32, 60k tokens x 6 epochs, batch 512,
+    lr 2e-3) reach EV >= 0.7, loss recovered >= 80% and <= 20% dead features on SmolLM2-135M
+    layer 15 in under 10 minutes on 2 CPU cores, capture included (tests/test_saes.py)."""
 
     layer: int | None = None  # None: the middle layer
     point: str = "resid_post"
     arch: str = "topk"
-    width: int = 2048  # number of features (d_sae)
+    width: int = 1024  # number of features (d_sae); 2048 left ~50% dead on 60k tokens
     k: int = 32  # TopK: active features per token
     l1_coefficient: float = 5.0  # standard: sparsity penalty (on normalised activations)
     l0_coefficient: float = 2.0  # jumprelu: L0 penalty
     jumprelu_init_threshold: float = 0.01
     tokens: int = 60_000  # activation vectors captured for training
     epochs: int = 6  # passes over them
-    batch_size: int = 1024
-    lr: float = 1e-3
+    batch_size: int = 512  # more, smaller steps: 1024 / 1e-3 reached EV 0.69 on 60k tokens
+    lr: float = 2e-3
     skip_first: bool = True  # leave each text's first token (the attention sink) out
     eval_texts: int = 64  # held-out texts for the quality metrics
     seed: int = 0
@@ -158,6 +159,7 @@ def train_sae(subject: Subject, texts: Sequence[str], cfg: SAETrainConfig | None
     hook = cfg.hook(subject)
     t0 = time.perf_counter()
     train_texts, eval_texts = split_held_out(list(texts), max_eval=cfg.eval_texts)
+    train_texts, eval_texts = pack_texts(train_texts), pack_texts(eval_texts)
     acts = collect_activations(subject, train_texts, hook, cfg.tokens, cfg.skip_first,
                                progress=progress)
     sae = fit_sae(acts, cfg, progress)
