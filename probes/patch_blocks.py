@@ -84,8 +84,9 @@ class BlockRunner:
             streams.setdefault(self.n_ans[f], []).append(i)
         for k, idxs in streams.items():
             idxs.sort(key=lambda i: rows[i][1])
-            for s in range(0, len(idxs), chunk):
-                part = idxs[s:s + chunk]
+            step = max(1, max(chunk, 1024) // k)  # rows share the per-block calls: go wide
+            for s in range(0, len(idxs), step):
+                part = idxs[s:s + step]
                 out[torch.tensor(part, device=out.device)] = self._stream([rows[i] for i in part], k)
         return out
 
@@ -130,7 +131,7 @@ class BlockRunner:
 
 def clean_pass(model: nn.Module, b: Batch, s: int):
     """One cached forward pass of the base, keeping every block's input at positions
-    last..last+s-1 (and the last block's output): returns (model output, states)."""
+    last..last+s-1 (and the last block's output): returns (answer log-probs, cache, states)."""
     blocks = decoder_layers(model)
     dev = b.input_ids.device
     idx = (b.last[:, None] + torch.arange(s, device=dev)[None]).clamp(max=b.input_ids.shape[1] - 1)
@@ -147,8 +148,30 @@ def clean_pass(model: nn.Module, b: Batch, s: int):
     handles.append(blocks[-1].register_forward_hook(
         lambda _m, _a, o: states.__setitem__(len(blocks), grab(_first(o)))))
     try:
-        out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=True)
+        lp, cache = answer_logprobs(model, b, use_cache=True)
     finally:
         for h in handles:
             h.remove()
-    return out, states
+    return lp, cache, states
+
+
+def answer_logprobs(model: nn.Module, b: Batch, use_cache: bool = False):
+    """Answer log-probs of `b` (and the KV cache when asked) from one forward pass. Without
+    hooks on the model or its head, the vocabulary projection runs at the answer positions
+    only (most positions of a patching batch are prompt tokens, whose logits are not needed)."""
+    inner, head = getattr(model, "model", None), model.get_output_embeddings()
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (model, inner, head)
+                 if m is not None)
+    if inner is None or head is None or hooked:
+        out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=use_cache)
+        lp = torch.log_softmax(out.logits[:, :-1].float(), -1)
+        tok = lp.gather(-1, b.input_ids[:, 1:, None]).squeeze(-1)
+        return (tok * b.answer_mask[:, :-1]).sum(1), out.past_key_values
+    out = inner(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=use_cache)
+    sel = b.answer_mask[:, :-1]
+    h = out.last_hidden_state[:, :-1][sel]
+    lp = torch.log_softmax(head(h).float(), -1)
+    tok = lp.gather(-1, b.input_ids[:, 1:][sel][:, None]).squeeze(-1)
+    rows = torch.arange(len(sel), device=sel.device)[:, None].expand_as(sel)[sel]
+    total = torch.zeros(len(sel), dtype=torch.float32, device=sel.device)
+    return total.index_add_(0, rows, tok), out.past_key_values

@@ -6,7 +6,8 @@ at once, so a whole layers x points (x positions, x windows) sweep is a few batc
 passes instead of one pass per cell. Patching only the last prompt token leaves every earlier
 token unchanged (causal attention), so the `incremental` path runs the base model once on the
 full prompts with a KV cache, then runs only the last prompt token and the answer tokens for every
-row on top of that cache. It checks itself against a full forward pass on the unpatched base and
+row on top of that cache; residual patches there skip the blocks before the patch as well
+(`probes.patch_blocks`). It checks itself against a full forward pass on the unpatched base and
 falls back to the `full` path (whole sequences, one row per fact x cell set) when they disagree
 (e.g. an intervention that reads the whole prompt). Hooks are plain PyTorch forward hooks on the
 HF modules, written by hand because TransformerLens' helper runs one forward pass per cell
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from probes.patch_blocks import BlockRunner, clean_pass, start_layer
+from probes.patch_blocks import BlockRunner, answer_logprobs, clean_pass, start_layer
 from workbench.batching import Batch, chunks, encode
 from workbench.capture import POINTS, _attn, capture
 from workbench.errors import LayerError, WorkbenchError
@@ -232,13 +233,10 @@ def _source_pass(source: Subject, prompts, answers, cells: set[Cell], batch_size
                     parts[key].append(_first(o)[rows, last].clone())
                 handles.append(mod.register_forward_hook(post))
         try:
-            out = source.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                               use_cache=False)
+            lps.append(answer_logprobs(source.model, b)[0])
         finally:
             for h in handles:
                 h.remove()
-        lps.append(answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:],
-                                              b.answer_mask[:, :-1]))
     return {k: torch.cat(v) for k, v in parts.items()}, torch.cat(lps)
 
 
@@ -261,15 +259,11 @@ class _Incremental:
         self.model, self.b = base.model, b
         n_ans = (b.lengths - b.last - 1).tolist()
         self.blocks: BlockRunner | None = None
-        if BlockRunner.supported(base.model):
-            out, states = clean_pass(base.model, b, max(n_ans))
-        else:
-            out = base.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                             use_cache=True)
         # the same pass gives the unpatched base's answer log-probs (one forward pass saved)
-        self.lp_full = answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:],
-                                                  b.answer_mask[:, :-1])
-        cache = out.past_key_values
+        if BlockRunner.supported(base.model):
+            self.lp_full, cache, states = clean_pass(base.model, b, max(n_ans))
+        else:
+            self.lp_full, cache = answer_logprobs(base.model, b, use_cache=True)
         self.kv = [(layer.keys, layer.values) for layer in cache.layers]
         if BlockRunner.supported(base.model):
             self.blocks = BlockRunner(base.model, b, self.kv, states, n_ans)

@@ -217,3 +217,18 @@ def test_identity_edit_is_inconclusive(toy_original, toy_facts):
     for fn in (activation_patching, parameter_restoration, attribution_patching):
         f = fn(toy_original, identity_edit(toy_original), toy_facts)
         assert f.reading == "inconclusive" and "still answers" in f.reason
+
+
+def test_answer_logprobs_at_answer_positions_equal_full_logits(pair):
+    from probes.patch_blocks import answer_logprobs
+
+    m0, m1 = pair
+    b = encode(m0.tokenizer, PROMPTS, ANSWERS)
+    with torch.no_grad():
+        fast, _ = answer_logprobs(m0.model, b)
+        logits = m0.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+    logp = logits[:, :-1].log_softmax(-1).gather(-1, b.input_ids[:, 1:, None])[..., 0]
+    ref = (logp * b.answer_mask[:, :-1]).sum(1)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    run = patch(m1, m0, PROMPTS, ANSWERS, [(0, ((0, "resid_post", 0),))])
+    assert np.allclose(run.source, ref.numpy(), atol=1e-5)
