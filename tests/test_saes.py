@@ -355,6 +355,7 @@ def test_default_sae_on_bundled_model_meets_quality_targets(bundled):
 
     trained = train_sae(bundled, default_corpus(), SAETrainConfig(layer=15), progress=False)
     m = trained.metrics
+    print(f"default SAE: {m}, {trained.train_seconds:.0f} s incl. capture")  # shown with -s
     assert m.explained_variance >= 0.7, m
     assert m.loss_recovered >= 0.8, m
     assert m.dead_fraction <= 0.2, m
