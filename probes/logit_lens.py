@@ -30,21 +30,7 @@ from probes.common import (
 from workbench.batching import chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
-from workbench.models import Subject
-
-
-def final_norm(model: nn.Module) -> nn.Module:
-    """The norm applied before the unembedding (Llama/Qwen/Gemma, GPT-2, GPT-NeoX layouts)."""
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
-                 "model.decoder.final_layer_norm"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    raise WorkbenchError(f"cannot find the final norm of {type(model).__name__}")
+from workbench.models import Subject, final_norm
 
 
 def first_tokens(subject: Subject, facts: FactSet) -> np.ndarray:

@@ -21,7 +21,7 @@ from probes.base import Finding
 from probes.patching import MIN_GAP, RECOVERED, answer_logprob_from_logits, recovery
 from workbench.batching import chunks, encode
 from workbench.errors import IncompatibleSubjectsError
-from workbench.models import Subject, decoder_layers
+from workbench.models import Subject, decoder_layers, final_norm
 
 Group = tuple[str, str, tuple[str, ...]]  # (label, kind, parameter names)
 
@@ -29,19 +29,6 @@ Group = tuple[str, str, tuple[str, ...]]  # (label, kind, parameter names)
 def _names_of(model: torch.nn.Module, modules: Sequence[torch.nn.Module]) -> tuple[str, ...]:
     ids = {id(p) for m in modules for p in m.parameters()}
     return tuple(n for n, p in model.named_parameters() if id(p) in ids)
-
-
-def _final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
-    for path in ("model.norm", "gpt_neox.final_layer_norm", "transformer.ln_f",
-                 "model.decoder.final_layer_norm"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    return None
 
 
 def groups(model: torch.nn.Module, window_sizes: Sequence[int] = (1, 3),
@@ -58,7 +45,7 @@ def groups(model: torch.nn.Module, window_sizes: Sequence[int] = (1, 3),
             for k in sorted(set(last_k)) if 1 <= k <= n]
     emb = model.get_input_embeddings()
     out.append(("embeddings", "embed", _names_of(model, [emb])))
-    head = [m for m in (_final_norm(model), model.get_output_embeddings()) if m is not None]
+    head = [m for m in (final_norm(model), model.get_output_embeddings()) if m is not None]
     out.append(("output head (final norm + unembedding)", "head", _names_of(model, head)))
     kinds = {"attention": [], "mlp": [], "norms": []}
     for blk in blocks:

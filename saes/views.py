@@ -19,7 +19,7 @@ from saes.load import LoadedSAE, decoder_rows
 from workbench.batching import encode
 from workbench.capture import capture
 from workbench.errors import WorkbenchError
-from workbench.models import Subject
+from workbench.models import Subject, final_norm
 
 
 @dataclass(frozen=True)
@@ -105,26 +105,13 @@ def activation_histogram(tl: TextLatents, feature: int, skip_first: bool = True)
     return fig
 
 
-def _final_norm_weight(model) -> Tensor | None:
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
-                 "model.decoder.final_layer_norm"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return getattr(obj, "weight", None)
-    return None
-
-
 @torch.no_grad()
 def logit_attribution(subject: Subject, loaded: LoadedSAE, feature: int,
                       k: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Tokens the feature's decoder direction promotes and suppresses through the unembedding:
     `W_U @ (W_dec[f] * norm.weight)` (the final norm's scale folded in, its normalisation not)."""
     d = decoder_rows(loaded.sae, feature).detach().to(subject.device, subject.dtype)
-    w = _final_norm_weight(subject.model)
+    w = getattr(final_norm(subject.model), "weight", None)
     if w is not None:
         d = d * w
     logits = subject.model.get_output_embeddings().weight @ d

@@ -110,8 +110,8 @@ def test_compatibility_check_names_the_mismatch(bundled):
 
 
 def test_tokenizer_mismatch_is_reported(bundled):
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {"[PAD]": 0, "[UNK]": 1, "a": 2, "b": 3}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

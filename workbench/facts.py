@@ -136,6 +136,7 @@ class FactSet:
         with os.fdopen(fd, "w") as fh:
             for f in self.facts:
                 fh.write(json.dumps(f.to_json(), ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; outputs are ordinary files
         os.replace(tmp, path)
         return path
 

@@ -161,18 +161,34 @@ class Subject:
 
 # ----- architecture helpers ---------------------------------------------------------------
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """Find the list of decoder blocks in common HF causal-LM layouts."""
-    for path in ("model.layers", "gpt_neox.layers", "transformer.h", "model.decoder.layers"):
+def _find_module(model: nn.Module, paths: tuple[str, ...]) -> Any:
+    for path in paths:
         obj: Any = model
         try:
             for part in path.split("."):
                 obj = getattr(obj, part)
         except AttributeError:
             continue
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    raise ModelLoadError(f"Cannot find the decoder blocks of {type(model).__name__}")
+        return obj
+    return None
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """Find the list of decoder blocks in common HF causal-LM layouts."""
+    layers = _find_module(model, ("model.layers", "gpt_neox.layers", "transformer.h",
+                                  "model.decoder.layers"))
+    if not isinstance(layers, nn.ModuleList):
+        raise ModelLoadError(f"Cannot find the decoder blocks of {type(model).__name__}")
+    return layers
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm applied before the unembedding (Llama/Qwen/Gemma, GPT-2, GPT-NeoX layouts)."""
+    norm = _find_module(model, ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
+                                "model.decoder.final_layer_norm"))
+    if norm is None:
+        raise ModelLoadError(f"Cannot find the final norm of {type(model).__name__}")
+    return norm
 
 
 def check_compatible(a: Subject, b: Subject) -> None:
