@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--with-full", action="store_true",
                     help="also time our full-sequence path (the fallback for prompt-reading hooks)")
     args = ap.parse_args()
-    from probes.patching import patch, tl_reference_patching
+    from probes.patch_engine import patch, tl_reference_patching
     from workbench.models import load_subject
 
     torch.manual_seed(0)

@@ -12,16 +12,8 @@ import torch
 from torch import Tensor
 
 from probes.base import Finding
-from probes.patching import (
-    MIN_GAP,
-    _module,
-    _read,
-    answer_logprob_from_logits,
-    divergence,
-    patch,
-    recent,
-    recovery,
-)
+from probes.patch_engine import _module, answer_logprob_from_logits, patch
+from probes.patching import MIN_GAP, _read, divergence, recent, recovery
 from workbench.batching import chunks, encode
 from workbench.capture import POINTS, capture
 from workbench.errors import LayerError

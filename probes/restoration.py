@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from probes.base import Finding
-from probes.patching import MIN_GAP, RECOVERED, answer_logprob_from_logits, recovery
+from probes.patch_engine import answer_logprob_from_logits
+from probes.patching import MIN_GAP, RECOVERED, recovery
 from workbench.batching import chunks, encode
 from workbench.errors import IncompatibleSubjectsError
 from workbench.models import Subject, decoder_layers, final_norm

@@ -8,7 +8,8 @@ import torch
 from conftest import make_tiny_subject
 
 from probes.attribution import attribution_deltas, attribution_patching
-from probes.patching import activation_patching, patch, tl_reference_patching
+from probes.patch_engine import patch, tl_reference_patching
+from probes.patching import activation_patching
 from probes.restoration import groups, parameter_restoration, restoration_scan
 from workbench.batching import encode
 from workbench.errors import IncompatibleSubjectsError, LayerError
@@ -27,7 +28,7 @@ def pair(bundled):
 
 
 def naive(base, source, prompts, answers, layer, point, back=0) -> np.ndarray:
-    """One full forward pass per cell, written independently of probes.patching."""
+    """One full forward pass per cell, written independently of probes.patch_engine."""
     b = encode(base.tokenizer, prompts, answers)
     blk = decoder_layers(base.model)[layer]
     mod = {"attn_out": blk.self_attn, "mlp_out": blk.mlp}.get(point, blk)
