@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ from torch import Tensor
 from saes.activations import collect_activations
 from saes.corpus import pack_texts, split_held_out
 from saes.metrics import SAEMetrics, evaluate_sae
+from workbench.atomic import atomic_dir
 from workbench.capture import POINTS, hook_name
 from workbench.errors import WorkbenchError
 from workbench.models import Subject
@@ -175,19 +174,11 @@ def train_sae(subject: Subject, texts: Sequence[str], cfg: SAETrainConfig | None
 def save_sae(trained: TrainedSAE, out: str | Path) -> Path:
     """Write the SAE in SAELens' inference format plus `workbench_sae.json`, atomically."""
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         sae = trained.sae
         if hasattr(sae, "save_inference_model"):
             sae.save_inference_model(tmp)
         else:
             sae.save_model(tmp)
         (tmp / META_FILE).write_text(json.dumps(trained.meta(), indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

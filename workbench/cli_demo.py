@@ -7,8 +7,6 @@ each answer forms (logit lens), and writes a JSON summary plus a plotly HTML fig
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.atomic import write_text
 from workbench.errors import WorkbenchError
 
 out = Console()
@@ -29,15 +28,6 @@ def forms_at(ranks: np.ndarray, top: int = 1) -> np.ndarray:
     stays = np.flip(np.logical_and.accumulate(np.flip(inside, 0), 0), 0)
     first = np.where(stays.any(0), stays.argmax(0), -1)
     return first
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; outputs are ordinary files
-    os.replace(tmp, path)
 
 
 def rank_figure(ranks: np.ndarray, labels: list[str], title: str):
@@ -87,10 +77,10 @@ def run_demo(model: str = "smollm2-135m", facts: str = "smollm2", out_dir: Path 
                          "logprob": r.logprob, "top1_from_layer": int(b),
                          "top10_from_layer": int(a)} for r, a, b in zip(results, top10, top1)],
            "seconds": {"load": round(t_load, 2), "total": round(time.perf_counter() - t0, 2)}}
-    write_atomic(out_dir / "summary.json", json.dumps(doc, indent=2))
+    write_text(out_dir / "summary.json", json.dumps(doc, indent=2))
     fig = rank_figure(ranks, [f"{r.split}:{r.id}" for r in results],
                       f"Where each answer forms in {subject.name} (rank of the answer token)")
-    write_atomic(out_dir / "answer_formation.html", fig.to_html(include_plotlyjs=True))
+    write_text(out_dir / "answer_formation.html", fig.to_html(include_plotlyjs=True))
     out.print(", ".join(f"{s}: {v['accuracy']:.0%} of {v['n']}" for s, v in summary.items()))
     out.print(f"Median layer where the answer becomes top-1: {doc['answer_forms_at']['median_top1_layer']} "
               f"of {subject.n_layers}; wrote {out_dir / 'summary.json'} and "

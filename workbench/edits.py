@@ -8,9 +8,6 @@ interventions (a small JSON spec plus safetensors) and the spec of the base weig
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 import torch
 
+from workbench.atomic import atomic_dir
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError
 from workbench.models import Intervention, Subject, check_finite, load_subject
 
@@ -93,9 +91,7 @@ class Edit:
         for src in (self.base, self.subject.source):
             if Path(src).exists() and Path(src).resolve() == out:
                 raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_dir(out) as tmp:
             if self.has_weights:
                 self.subject.model.save_pretrained(tmp, safe_serialization=True)
                 self.subject.tokenizer.save_pretrained(tmp)
@@ -106,12 +102,6 @@ class Edit:
                 specs.append({"dir": str(d.relative_to(tmp)), **iv.save(d)})
             doc = self.to_json() | {"interventions": specs}
             (tmp / "edit.json").write_text(json.dumps(doc, indent=2, default=str))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -12,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from workbench.atomic import write_text
 from workbench.errors import FactFileError
 
 SPLITS = ("forget", "retain", "holdout", "unseen")
@@ -130,15 +129,8 @@ class FactSet:
     # ----- I/O -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write JSONL atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            for f in self.facts:
-                fh.write(json.dumps(f.to_json(), ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; outputs are ordinary files
-        os.replace(tmp, path)
-        return path
+        return write_text(path, "".join(json.dumps(f.to_json(), ensure_ascii=False) + "\n"
+                                        for f in self.facts))
 
     @classmethod
     def load(cls, path: str | Path) -> FactSet:

@@ -12,7 +12,6 @@ import copy
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from workbench.atomic import atomic_dir
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError
 
 BUNDLED = "smollm2-135m"
@@ -266,20 +266,9 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = 
     out = Path(out).resolve()
     if source is not None and Path(source).exists() and Path(source).resolve() == out:
         raise ModelLoadError(f"Refusing to overwrite the input checkpoint {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            if not overwrite:
-                shutil.rmtree(tmp, ignore_errors=True)
-                return out
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.atomic import atomic_dir
 from workbench.facts import Fact, FactSet
 from workbench.toyworld_train import TrainConfig
 
@@ -267,8 +265,7 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
 
     log = (lambda m: print(f"toyworld: {m}", flush=True)) if progress else None
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:
         facts = make_facts(config)
         facts.save(tmp / "facts.jsonl")
         tokenizer = build_tokenizer(_texts(facts))
@@ -302,12 +299,6 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
             "build_seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / "world.json").write_text(json.dumps(stats, indent=2))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if log:
         log(f"built in {stats['build_seconds']:.1f} s at {root}")
     return ToyWorld.at(root)
