@@ -107,6 +107,7 @@ def test_unknown_mode(tiny, tiny_facts, name, overrides):
 
 @pytest.mark.parametrize("name,overrides", [
     ("steer", {"layers": (0, 1), "mode": "add", "gate": "logreg"}),
+    ("steer", {"layers": (0, 1), "mode": "add", "gate": "keys"}),
     ("steer", {"layers": (1,), "mode": "ablate", "gate": "none"}),
     ("prompt", {}),
 ])
@@ -152,6 +153,33 @@ def test_gated_steer_leaves_non_firing_inputs_unchanged(tiny):
     alone = [_logits(steered, [p])[0][0, -1] for p in prompts]
     for i in range(len(prompts)):
         assert torch.allclose(alone[i], out[i, int(b.last[i])], atol=1e-5)
+
+
+def test_key_gate_fires_on_forget_entities_only(tiny, tiny_facts):
+    """gate=keys keys on the forget people's own tokens: a new phrasing about a forget person is
+    steered, prompts about other people (retain or never seen) are left exactly unchanged."""
+    forget, retain = tiny_facts  # forget: Alice..Dave; retain: Frank..Judy
+    edit = get_operator("steer").apply(tiny, forget, retain,
+                                       make_config("steer", {"layers": (1,), "gate": "keys"}))
+    iv = edit.subject.interventions[0]
+    assert iv.gate_keys is not None and iv.gate_w is None
+    assert iv.gate_keys.shape == (len(forget) * 2, tiny.d_model)  # prompt + one paraphrase each
+    prompts = ["Alice lives in the city of", "Where does Bob work? Bob", "Judy lives in the city of",
+               "Heidi lives in the city of"]
+    base, b = _logits(tiny, prompts)
+    out, _ = _logits(edit.subject, prompts)
+    same = [torch.equal(out[i, : int(b.lengths[i])], base[i, : int(b.lengths[i])])
+            for i in range(len(prompts))]
+    assert same == [False, False, True, True]
+
+
+def test_key_gate_needs_entities(tiny, tiny_facts):
+    forget, retain = tiny_facts
+    bare = FactSet(tuple(Fact(f.id, f.prompt, f.answer, f.split) for f in forget))
+    with pytest.raises(WorkbenchError, match="entity"):
+        get_operator("steer").apply(tiny, bare, retain, make_config("steer", {"gate": "keys"}))
+    # a linear gate does not need them
+    get_operator("steer").apply(tiny, bare, retain, make_config("steer", {"gate": "logreg"}))
 
 
 def test_prompt_prefix_equals_running_on_prefix_plus_prompt(tiny, tiny_facts):
@@ -224,17 +252,12 @@ TOY_XFAIL = {
            "holdout 24%); see issue notes",
     "prune": "toy bar not met: forget 100%->100%, holdout 100%->100% (fraction 0.2 score=diff: "
              "forget 94%, holdout 95%); see issue notes",
-    "steer": "toy bar not met: forget 100%->57%, holdout 100%->68% (the gate, fitted on 30 vs 80 "
-             "people, fires on unseen holdout people; gate=none coef=4: forget 13%, holdout 9%); "
-             "see issue notes",
     "prompt": "toy bar not met: the entity prefix is 90 tokens but the toy model has 64 positions, "
               "and every instruction word is <unk> in its 265-word vocabulary (style=generic: "
               "forget 25%, holdout 29%); see issue notes",
 }
 BUNDLED_XFAIL = {
     "rmu": "bundled bar not met: forget 100%->4%, holdout 100%->11%; see issue notes",
-    "steer": "bundled bar not met: forget 100%->15%, holdout 100%->63% (< 80%; gate_threshold 0.97 or 1.0: forget 15%, holdout 70%); "
-             "see issue notes",
 }
 
 

@@ -25,11 +25,26 @@ class Batch:
     answer_start: Int[Tensor, " batch"]
     answer_mask: Bool[Tensor, "batch pos"]  # True where the *target* at pos+1 is an answer token
     lengths: Int[Tensor, " batch"]
+    # optional: the positions a training update may flow through (e.g. the entity's tokens)
+    focus: Bool[Tensor, "batch pos"] | None = None
 
     def to(self, device: torch.device | str) -> Batch:
+        focus = None if self.focus is None else self.focus.to(device)
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.last,
                                                self.answer_start, self.answer_mask,
-                                               self.lengths)))
+                                               self.lengths)), focus=focus)
+
+    def rows(self, idx: Tensor) -> Batch:
+        """The rows `idx`, trimmed to their longest real length."""
+        width = int(self.lengths[idx].max())
+        focus = None if self.focus is None else self.focus[idx, :width]
+        return Batch(self.input_ids[idx, :width], self.attention_mask[idx, :width],
+                     self.last[idx], self.answer_start[idx], self.answer_mask[idx, :width],
+                     self.lengths[idx], focus)
+
+    def with_focus(self, focus: Bool[Tensor, "batch pos"]) -> Batch:
+        return Batch(self.input_ids, self.attention_mask, self.last, self.answer_start,
+                     self.answer_mask, self.lengths, focus.to(self.input_ids.device))
 
 
 def _bos(tokenizer) -> list[int]:
@@ -73,6 +88,28 @@ def encode(tokenizer, prompts: Sequence[str], answers: Sequence[str] | None = No
     lengths = mask.sum(1)
     return Batch(input_ids, mask, torch.tensor(lasts), torch.tensor(starts), answer_mask,
                  lengths).to(device)
+
+
+def span_mask(tokenizer, prompts: Sequence[str], spans: Sequence[str | None], width: int
+              ) -> Bool[Tensor, "batch pos"]:
+    """True at the tokens of each prompt that overlap the last occurrence of its `span` text
+    (positions as laid out by `encode`, BOS included); a row whose span is None or absent from
+    its prompt is all False. Needs a fast tokenizer (character offsets)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("span_mask needs a fast tokenizer (offset mapping)")
+    shift = len(_bos(tokenizer))
+    out = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for i, (p, span) in enumerate(zip(prompts, spans, strict=True)):
+        start = p.rfind(span) if span else -1
+        if start < 0:
+            continue
+        end = start + len(span)
+        offsets = tokenizer(p, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"]
+        for j, (a, b) in enumerate(offsets):
+            if a < end and b > start and shift + j < width:
+                out[i, shift + j] = True
+    return out
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:

@@ -73,10 +73,11 @@ class _GradientOperator(Operator):
         started = time.perf_counter()
         require_facts(forget, retain if self.needs_retain(config) else None, self.name)
         edited = subject.clone()
-        ft = FactTensors.of(edited, forget)
-        rt = FactTensors.of(edited, retain) if len(retain) else None
+        ft = FactTensors.of(edited, forget, config.positions)
+        rt = FactTensors.of(edited, retain, config.positions) if len(retain) else None
         loss_fn, setup = self.loss(ft, rt, config)
-        log = train(edited, forget, retain, config, loss_fn, what=self.name, setup=setup)
+        log = train(edited, forget, retain, config, loss_fn, what=self.name, setup=setup,
+                    retain_tensors=rt)
         edit = self.make_edit(subject, edited, config, started, train_s=round(log.seconds, 3))
         edit.metrics["training"] = log.summary()
         return edit

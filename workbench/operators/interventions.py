@@ -52,6 +52,14 @@ def real_token_mask(input_ids: Tensor | None, attention_mask: Tensor | None,
     return not_pad.flip(1).cummax(1).values.flip(1)
 
 
+def key_similarity(h: Float[Tensor, "batch pos d_model"], real: Tensor,  # noqa: F722
+                   keys: Float[Tensor, "k d_model"]) -> Tensor:  # noqa: F722
+    """Per row, the highest cosine similarity between any real token of `h` and any unit key."""
+    sim = torch.nn.functional.normalize(h.float(), dim=-1) @ keys.to(h.device).T
+    sim = sim.amax(-1).masked_fill(~real.bool(), -1.0)
+    return sim.amax(-1)
+
+
 @register_intervention
 class ResidualSteer:
     """Add `-coef * direction` to (mode `add`) or project `direction` out of (mode `ablate`) the
@@ -67,13 +75,16 @@ class ResidualSteer:
     def __init__(self, layers: tuple[int, ...], directions: Float[Tensor, "k d_model"],  # noqa: F722
                  coefs: Float[Tensor, " k"], mode: str = "add", gate_layer: int | None = None,  # noqa: F722
                  gate_w: Float[Tensor, " d_model"] | None = None, gate_b: float = 0.0,  # noqa: F722
-                 pad_token_id: int | None = None, name: str = "steer") -> None:
+                 pad_token_id: int | None = None, name: str = "steer",
+                 gate_keys: Float[Tensor, "k d_model"] | None = None) -> None:  # noqa: F722
         if mode not in STEER_MODES:
             raise WorkbenchError(f"unknown steering mode {mode!r}; expected one of {STEER_MODES}")
         if directions.ndim != 2 or directions.shape[0] != len(layers) or len(coefs) != len(layers):
             raise WorkbenchError("steer: need one direction and one coefficient per layer")
-        if (gate_layer is None) != (gate_w is None):
-            raise WorkbenchError("steer: a gate needs both gate_layer and gate_w")
+        if gate_w is not None and gate_keys is not None:
+            raise WorkbenchError("steer: a gate is either linear (gate_w) or keys, not both")
+        if (gate_layer is None) != (gate_w is None and gate_keys is None):
+            raise WorkbenchError("steer: a gate needs gate_layer and gate_w or gate_keys")
         if gate_layer is not None and gate_layer > min(layers):
             raise LayerError(f"steer: the gate layer {gate_layer} must not come after the first "
                              f"steered layer {min(layers)}")
@@ -85,15 +96,21 @@ class ResidualSteer:
         self.gate_layer = gate_layer
         self.gate_w = None if gate_w is None else gate_w.detach().float()
         self.gate_b = float(gate_b)
+        self.gate_keys = None if gate_keys is None else torch.nn.functional.normalize(
+            gate_keys.detach().float(), dim=-1)
         self.pad_token_id = pad_token_id
         self.name = name
 
     @property
     def gated(self) -> bool:
-        return self.gate_w is not None
+        return self.gate_w is not None or self.gate_keys is not None
 
     def gate_scores(self, h: Float[Tensor, "batch pos d_model"], real: Tensor) -> Tensor:  # noqa: F722
-        """Mean detector logit over each row's real tokens (> 0 means the gate fires)."""
+        """Per row, > 0 where the gate fires. Linear gate: the mean detector logit over the real
+        tokens. Key gate: the highest cosine similarity of any real token to any key, minus the
+        cut `gate_b`."""
+        if self.gate_keys is not None:
+            return key_similarity(h, real, self.gate_keys) - self.gate_b
         s = h.float() @ self.gate_w.to(h.device) + self.gate_b
         m = real.to(s.dtype)
         return (s * m).sum(1) / m.sum(1).clamp_min(1)
@@ -156,8 +173,10 @@ class ResidualSteer:
 
     def save(self, directory: Path) -> dict[str, Any]:
         tensors = {"directions": self.directions.contiguous(), "coefs": self.coefs.contiguous()}
-        if self.gated:
+        if self.gate_w is not None:
             tensors["gate_w"] = self.gate_w.contiguous()
+        if self.gate_keys is not None:
+            tensors["gate_keys"] = self.gate_keys.contiguous()
         save_file({k: v.cpu() for k, v in tensors.items()}, str(Path(directory) / "steer.safetensors"))
         return {"type": self.type, "name": self.name, "layers": list(self.layers),
                 "mode": self.mode, "gate_layer": self.gate_layer, "gate_b": self.gate_b,
@@ -168,7 +187,7 @@ class ResidualSteer:
         t = load_file(str(Path(directory) / "steer.safetensors"))
         return cls(tuple(spec["layers"]), t["directions"], t["coefs"], spec["mode"],
                    spec.get("gate_layer"), t.get("gate_w"), spec.get("gate_b", 0.0),
-                   spec.get("pad_token_id"), spec.get("name", "steer"))
+                   spec.get("pad_token_id"), spec.get("name", "steer"), t.get("gate_keys"))
 
 
 @register_intervention

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.batching import Batch, encode
+from workbench.batching import Batch, encode, span_mask
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet
@@ -70,19 +70,33 @@ def residual_after(model: torch.nn.Module, block: int, b: Batch) -> Tensor:
     return out["h"]
 
 
+RMU_POSITIONS = ("answer", "all", "entity", "entity+answer")
+
+
 def token_mask(b: Batch, positions: str) -> Tensor:
-    """Which positions the losses cover."""
+    """Which positions the forget loss covers (`entity` needs `b.focus`, the entity tokens)."""
     if positions == "all":
         return b.attention_mask.bool()
     if positions == "answer":
         return b.answer_mask
-    raise WorkbenchError(f"unknown positions {positions!r}; expected 'answer' or 'all'")
+    if positions in ("entity", "entity+answer") and b.focus is not None:
+        return b.focus | b.answer_mask if positions == "entity+answer" else b.focus
+    raise WorkbenchError(f"unknown positions {positions!r}; expected one of {RMU_POSITIONS}")
 
 
-def _texts(facts: FactSet, paraphrases: bool) -> tuple[list[str], list[str]]:
-    rows = [(p, f.answer) for f in facts
+def _encode(subject: Subject, facts: FactSet, paraphrases: bool, entity: bool) -> Batch:
+    rows = [(p, f.answer, f.entity) for f in facts
             for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
-    return [p for p, _ in rows], [a for _, a in rows]
+    prompts = [p for p, _, _ in rows]
+    b = encode(subject.tokenizer, prompts, [a for _, a, _ in rows], device=subject.device)
+    if not entity:
+        return b
+    missing = [p for p, _, e in rows if not e or e not in p]
+    if missing:
+        raise WorkbenchError(f"rmu positions=entity: {len(missing)} prompt(s) do not contain "
+                             f"their fact's entity (e.g. {missing[0]!r})")
+    return b.with_focus(span_mask(subject.tokenizer, prompts, [e for _, _, e in rows],
+                                  b.input_ids.shape[1]))
 
 
 def resolve_layers(subject: Subject, config: RMUConfig) -> tuple[int, tuple[int, ...]]:
@@ -103,13 +117,14 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     """Train a clone of `subject` with RMU; returns it and a few training statistics."""
     forget.require_nonempty("forget set")
     retain.require_nonempty("retain set")
-    if config.positions not in ("answer", "all"):
-        raise WorkbenchError(f"unknown positions {config.positions!r}; expected 'answer' or 'all'")
+    if config.positions not in RMU_POSITIONS:
+        raise WorkbenchError(f"unknown positions {config.positions!r}; expected one of "
+                             f"{RMU_POSITIONS}")
     layer, layers = resolve_layers(subject, config)
     edited = subject.clone(source=f"{subject.source}+rmu")
     model, dev = edited.model, edited.device
-    fb = encode(subject.tokenizer, *_texts(forget, config.use_paraphrases), device=dev)
-    rb = encode(subject.tokenizer, *_texts(retain, config.use_paraphrases), device=dev)
+    fb = _encode(subject, forget, config.use_paraphrases, config.positions.startswith("entity"))
+    rb = _encode(subject, retain, config.use_paraphrases, False)
     # retain is anchored at every token: unconstrained positions drift and break everything
     fmask, rmask = token_mask(fb, config.positions), rb.attention_mask.bool()
     with torch.no_grad():  # the frozen original's activations, once
@@ -136,12 +151,12 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     nf, nr = fb.input_ids.shape[0], rb.input_ids.shape[0]
     bs = config.batch_size
     stats: dict[str, float] = {}
-    bar = tqdm(range(config.steps), desc="rmu", disable=not progress)
+    bar = tqdm(range(config.steps), desc="rmu", disable=None if progress else True, leave=False)
     for _ in bar:
         fi = torch.tensor(rng.sample(range(nf), min(bs, nf)), device=dev)
         ri = torch.tensor(rng.sample(range(nr), min(bs, nr)), device=dev)
-        hf = residual_after(model, layer, _rows(fb, fi))
-        hr = residual_after(model, layer, _rows(rb, ri))
+        hf = residual_after(model, layer, fb.rows(fi))
+        hr = residual_after(model, layer, rb.rows(ri))
         w_f, w_r = hf.shape[1], hr.shape[1]
         mf, mr = fmask[fi, :w_f], rmask[ri, :w_r]
         loss_f = ((hf - target_f[fi, :w_f]) ** 2)[mf].mean() / norm2
@@ -155,12 +170,6 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     model.requires_grad_(False)
     model.eval()
     return edited, stats | {"layer": layer, "target_norm": config.coef * scale}
-
-
-def _rows(b: Batch, idx: Tensor) -> Batch:
-    width = int(b.lengths[idx].max())
-    return Batch(b.input_ids[idx, :width], b.attention_mask[idx, :width], b.last[idx],
-                 b.answer_start[idx], b.answer_mask[idx, :width], b.lengths[idx])
 
 
 @register_operator

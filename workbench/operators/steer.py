@@ -20,16 +20,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.batching import span_mask
 from workbench.capture import capture
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.operators.base import Operator, OperatorConfig, register_operator
-from workbench.operators.interventions import STEER_MODES, ResidualSteer
+from workbench.operators.interventions import STEER_MODES, ResidualSteer, key_similarity
 
 DIRECTIONS = ("diffmean", "refusal")
-GATES = ("none", "logreg", "meandiff")
+GATES = ("none", "keys", "logreg", "meandiff")
 
 # Contrast texts for the refusal direction: the same question answered vs. refused.
 REFUSAL_CONTRASTS: tuple[tuple[str, str], ...] = (
@@ -51,13 +52,13 @@ class SteerConfig(OperatorConfig):
     layers: tuple[int, ...] | None = None
     mode: str = "add"  # add | ablate
     direction: str = "diffmean"  # diffmean | refusal
-    coef: float = 8.0  # mode add: push size in units of the layer's mean residual norm
-    gate: str = "logreg"  # none | logreg | meandiff
+    coef: float = 12.0  # mode add: push size in units of the layer's mean residual norm
+    gate: str = "keys"  # none | keys | logreg | meandiff
     gate_layer: int | None = None  # None: the first steered layer
     gate_c: float = 1.0  # inverse L2 strength of the logistic-regression gate
     # where the gate fires between the highest-scoring retain input (0) and the lowest-scoring
     # forget input (1) of the fitting data: near 1 spares inputs unlike every forget input
-    gate_threshold: float = 0.9
+    gate_threshold: float = 0.5
     use_paraphrases: bool = True  # fit on every phrasing of each fact, not only the prompt
     batch_size: int = 32
 
@@ -120,6 +121,38 @@ def _fit_linear(pos: Tensor, neg: Tensor, kind: str, c: float, seed: int) -> tup
     return torch.tensor(w, dtype=torch.float32), b
 
 
+def fit_key_gate(subject: Subject, forget: FactSet, retain: FactSet, layer: int,
+                 config: SteerConfig) -> tuple[Tensor, float]:
+    """Keys = the residual after `layer` at the last token of each forget fact's entity, in every
+    phrasing (a codebook of keys in the spirit of GRACE, Hartvigsen et al. 2023); an input fires
+    when one of its tokens is close enough in cosine to a key. The cut sits `gate_threshold` of the
+    way from the most key-like retain input to the least key-like forget phrasing, each forget
+    phrasing scored leave-one-out (against the keys of the other phrasings), so the cut is set on
+    phrasings the keys did not include."""
+    rows = [(p, f.entity) for f in forget
+            for p in ((f.prompt, *f.paraphrases) if config.use_paraphrases else (f.prompt,))]
+    missing = [p for p, e in rows if not e or e not in p]
+    if missing:
+        raise WorkbenchError(f"steer gate=keys needs each forget fact's entity in its prompts; "
+                             f"{len(missing)} prompt(s) lack it (e.g. {missing[0]!r}); use "
+                             f"gate=logreg")
+    prompts = [p for p, _ in rows]
+    acts = capture(subject, prompts, [layer], position="all", batch_size=config.batch_size)
+    h = acts.layer(layer).float()
+    ent = span_mask(subject.tokenizer, prompts, [e for _, e in rows], h.shape[1]).to(h.device)
+    last = ent.shape[1] - 1 - ent.flip(1).int().argmax(1)  # last entity token of each row
+    keys = torch.nn.functional.normalize(h[torch.arange(len(rows)), last], dim=-1)
+    sim = (keys @ keys.T).fill_diagonal_(-1.0)
+    hi = float(sim.amax(1).min())  # least key-like forget phrasing, leave-one-out
+    r_prompts = _prompts(retain, config.use_paraphrases)
+    ra = capture(subject, r_prompts, [layer], position="all", batch_size=config.batch_size)
+    real = torch.arange(ra.layer(layer).shape[1])[None] < ra.lengths[:, None]
+    lo = float(key_similarity(ra.layer(layer), real.to(ra.layer(layer).device), keys).max())
+    if hi <= lo:  # a forget phrasing is less key-like than some retain input: favour sparing
+        hi = lo
+    return keys.cpu(), lo + config.gate_threshold * (hi - lo)
+
+
 def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
     return [p for f in facts for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
 
@@ -153,7 +186,7 @@ def build_steer(subject: Subject, forget: FactSet, retain: FactSet,
     gate_layer = config.gate_layer if config.gate_layer is not None else min(layers)
     f_prompts = _prompts(forget, config.use_paraphrases)
     r_prompts = _prompts(retain, config.use_paraphrases) if len(retain) else []
-    need = sorted(set(layers) | ({gate_layer} if config.gate != "none" else set()))
+    need = sorted(set(layers) | ({gate_layer} if config.gate in ("logreg", "meandiff") else set()))
     pf = pooled(subject, f_prompts, need, config.batch_size)
     pr = pooled(subject, r_prompts, need, config.batch_size) if r_prompts else {}
     if config.direction == "refusal":
@@ -164,13 +197,15 @@ def build_steer(subject: Subject, forget: FactSet, retain: FactSet,
         dirs = torch.stack([pf[L].mean(0) - pr[L].mean(0) for L in layers])
     norms = torch.tensor([mean_token_norm(subject, f_prompts, L, config.batch_size)
                           for L in layers])
-    gate_w, gate_b = None, 0.0
-    if config.gate != "none":
+    gate_w, gate_b, keys = None, 0.0, None
+    if config.gate == "keys":
+        keys, gate_b = fit_key_gate(subject, forget, retain, gate_layer, config)
+    elif config.gate != "none":
         gate_w, gate_b = fit_gate(pf[gate_layer], pr[gate_layer], config.gate, config.gate_c,
                                   config.seed, config.gate_threshold)
     return ResidualSteer(layers, dirs.cpu(), config.coef * norms, config.mode,
-                         gate_layer if gate_w is not None else None, gate_w, gate_b,
-                         subject.tokenizer.pad_token_id, name="steer")
+                         None if config.gate == "none" else gate_layer, gate_w, gate_b,
+                         subject.tokenizer.pad_token_id, name="steer", gate_keys=keys)
 
 
 @register_operator

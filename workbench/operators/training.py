@@ -10,7 +10,9 @@ stays in eval mode), LoRA init drawn inside a forked RNG.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from workbench.batching import Batch, chunks, encode
+from workbench.batching import Batch, chunks, encode, span_mask
 from workbench.behavior import evaluate
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet
@@ -26,6 +28,7 @@ from workbench.models import Subject, decoder_layers
 from workbench.operators.base import OperatorConfig
 
 PARAM_GROUPS = ("mlp", "attn", "block")
+POSITIONS = ("auto", "entity", "all")
 _GROUP_ATTRS = {"mlp": ("mlp", "feed_forward"), "attn": ("self_attn", "attn", "attention")}
 
 
@@ -43,6 +46,19 @@ class TrainingConfig(OperatorConfig):
     max_grad_norm: float = 1.0
     eval_every: int = 5  # steps between forget/retain accuracy checks (0: never)
     stop_forget_acc: float | None = 0.05  # early stop once forget accuracy <= this (None: off)
+    # where updates flow in: "entity" = only through the chosen modules' outputs at the tokens of
+    # each fact's entity (where factual associations are looked up: Meng et al. 2022, ROME), so
+    # the edit is keyed on the forgotten entities rather than on the relation or the answer
+    # words other entities share; "all" = every token; "auto" = entity when every fact names an
+    # entity that occurs in its prompt, else all
+    positions: str = "auto"
+    # >0: keep each update out of the directions the retain facts' inputs use (projected gradient
+    # descent): after every step a trained linear layer's weight change dW becomes dW P with
+    # P = lam (C + lam I)^-1, C the second moment of that layer's inputs over the retain facts'
+    # tokens and lam = preserve * trace(C) / dim, so directions every entity shares (the relation,
+    # the template) are frozen and entity-specific ones stay free (the null-space idea of
+    # AlphaEdit, Fang et al. 2025, applied to unlearning updates); 0: off
+    preserve: float = 0.0
     lora_rank: int = 0  # >0: train LoRA adapters of this rank instead, merged afterwards
     lora_alpha: float = 16.0
 
@@ -137,16 +153,53 @@ class FactTensors:
     n: int
 
     @classmethod
-    def of(cls, subject: Subject, facts: FactSet) -> FactTensors:
-        b = encode(subject.tokenizer, [f.prompt for f in facts], [f.answer for f in facts],
-                   device=subject.device)
+    def of(cls, subject: Subject, facts: FactSet, positions: str = "all") -> FactTensors:
+        prompts = [f.prompt for f in facts]
+        b = encode(subject.tokenizer, prompts, [f.answer for f in facts], device=subject.device)
+        if entity_positions(facts, positions):
+            b = b.with_focus(span_mask(subject.tokenizer, prompts, [f.entity for f in facts],
+                                       b.input_ids.shape[1]))
         return cls(b, len(facts))
 
     def rows(self, idx: Tensor) -> Batch:
-        b = self.batch
-        width = int(b.lengths[idx].max())
-        return Batch(b.input_ids[idx, :width], b.attention_mask[idx, :width], b.last[idx],
-                     b.answer_start[idx], b.answer_mask[idx, :width], b.lengths[idx])
+        return self.batch.rows(idx)
+
+
+def entity_positions(facts: FactSet, positions: str) -> bool:
+    """Whether updates are confined to entity tokens for this fact set (see `positions`)."""
+    if positions not in POSITIONS:
+        raise WorkbenchError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if positions == "all":
+        return False
+    missing = [f.id for f in facts if not f.entity or f.entity not in f.prompt]
+    if missing and positions == "entity":
+        raise WorkbenchError(f"positions=entity, but {len(missing)} fact(s) name no entity that "
+                             f"occurs in their prompt (e.g. {missing[:3]}); use positions=all")
+    return not missing
+
+
+# The focus mask of the batch being forwarded, read by the hooks `focus_updates` installs.
+_FOCUS: ContextVar[Tensor | None] = ContextVar("workbench_focus", default=None)
+
+
+@contextmanager
+def focus_updates(modules: dict[str, nn.Module]) -> Iterator[None]:
+    """While active, gradients reach `modules` only through their outputs at the focus positions
+    of the batch being forwarded (elsewhere the output is detached); no focus: no effect."""
+    def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
+        mask = _FOCUS.get()
+        if mask is None or not torch.is_grad_enabled():
+            return out
+        t = out[0] if isinstance(out, tuple) else out
+        t = torch.where(mask[:, : t.shape[1], None], t, t.detach())
+        return (t, *out[1:]) if isinstance(out, tuple) else t
+
+    handles = [m.register_forward_hook(hook) for m in modules.values()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 LogProbs = tuple[Float[Tensor, "batch pos vocab"], Float[Tensor, "batch pos"]]  # noqa: F722
@@ -154,7 +207,11 @@ LogProbs = tuple[Float[Tensor, "batch pos vocab"], Float[Tensor, "batch pos"]]  
 
 def answer_token_logprobs(model: nn.Module, b: Batch) -> LogProbs:
     """Log-softmax at each position and the log-prob of the next (target) token."""
-    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1]
+    token = _FOCUS.set(b.focus)
+    try:
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1]
+    finally:
+        _FOCUS.reset(token)
     logp = torch.log_softmax(logits.float(), dim=-1)
     tok = logp.gather(-1, b.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return logp, tok
@@ -202,6 +259,42 @@ def answer_kl(model: nn.Module, b: Batch, ref: list[Tensor], idx: Tensor) -> Ten
     return torch.sum(r.exp() * (r - cur), dim=-1).mean()
 
 
+# ----- keeping updates out of the retain inputs' directions ------------------------------------
+
+@torch.no_grad()
+def retain_projectors(model: nn.Module, modules: dict[str, nn.Module], rt: FactTensors,
+                      preserve: float, batch_size: int = 32) -> dict[nn.Linear, Tensor]:
+    """Per linear layer inside `modules`: P = lam (C + lam I)^-1 from its retain inputs (every
+    real token of the retain facts, prompt and answer)."""
+    linears = [m for mod in modules.values() for m in mod.modules() if isinstance(m, nn.Linear)]
+    moments = {m: torch.zeros(m.in_features, m.in_features, dtype=torch.float64,
+                              device=m.weight.device) for m in linears}
+    count = [0]
+    real: dict[str, Tensor] = {}
+
+    def grab(mod: nn.Module, args: tuple) -> None:
+        x = args[0][real["mask"]].double()
+        moments[mod] += x.T @ x
+
+    handles = [m.register_forward_pre_hook(grab) for m in linears]
+    try:
+        for sl in chunks(rt.n, batch_size):
+            b = rt.rows(torch.arange(sl.start, sl.stop))
+            real["mask"] = b.attention_mask.bool()
+            count[0] += int(real["mask"].sum())
+            model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for m, c in moments.items():
+        c = c / max(count[0], 1)
+        lam = preserve * float(torch.trace(c)) / c.shape[0]
+        eye = torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
+        out[m] = (lam * torch.linalg.inv(c + lam * eye)).to(m.weight.dtype)
+    return out
+
+
 # ----- the loop ---------------------------------------------------------------------------------
 
 class Sampler:
@@ -235,7 +328,8 @@ def _accuracy(subject: Subject, model: nn.Module, facts: FactSet, limit: int | N
 
 def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingConfig,
           loss_fn: StepLoss, what: str = "train",
-          setup: Callable[[nn.Module], None] | None = None) -> TrainLog:
+          setup: Callable[[nn.Module], None] | None = None,
+          retain_tensors: FactTensors | None = None) -> TrainLog:
     """Fine-tune `subject.model` in place with `loss_fn`; the caller passes a clone.
 
     `setup(model)` runs after freezing and before the first step (e.g. to precompute reference
@@ -261,29 +355,39 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
         model.eval()  # no dropout: deterministic updates
         if setup is not None:
             setup(model)
+        proj = {}
+        if config.preserve > 0:
+            if config.lora_rank > 0 or retain_tensors is None:
+                raise WorkbenchError("preserve needs retain facts and full (not LoRA) training")
+            proj = retain_projectors(model, mods, retain_tensors, config.preserve)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         fs = Sampler(len(forget), config.batch_size, config.seed)
         rs = Sampler(max(len(retain), 1), config.batch_size, config.seed + 1)
         bar = tqdm(range(1, config.steps + 1), desc=what, disable=None, leave=False)
-        for step in bar:
-            loss = loss_fn(model, fs.next(), rs.next())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            opt.step()
-            log.losses.append(loss.item())
-            log.steps = step
-            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                acc = {"step": step, "forget": _accuracy(subject, model, forget)}
-                if len(retain):
-                    acc["retain"] = _accuracy(subject, model, retain, limit=64)  # progress only
-                log.evals.append(acc)
-                bar.set_postfix(loss=f"{loss.item():.3f}", forget=f"{acc['forget']:.0%}",
-                                retain=f"{acc.get('retain', float('nan')):.0%}")
-                if config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc:
-                    log.stopped_early = step < config.steps
-                    break
+        with focus_updates(mods):
+            for step in bar:
+                loss = loss_fn(model, fs.next(), rs.next())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                before = {m: m.weight.detach().clone() for m in proj}
+                opt.step()
+                with torch.no_grad():
+                    for m, p in proj.items():
+                        m.weight.copy_(before[m] + (m.weight - before[m]) @ p)
+                log.losses.append(loss.item())
+                log.steps = step
+                if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                    acc = {"step": step, "forget": _accuracy(subject, model, forget)}
+                    if len(retain):
+                        acc["retain"] = _accuracy(subject, model, retain, limit=64)  # progress only
+                    log.evals.append(acc)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", forget=f"{acc['forget']:.0%}",
+                                    retain=f"{acc.get('retain', float('nan')):.0%}")
+                    if config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc:
+                        log.stopped_early = step < config.steps
+                        break
         bar.close()
     if config.lora_rank > 0:
         subject.model = model.merge_and_unload()
