@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from saes.corpus import fact_texts, stdlib_prose
 from saes.features import FeatureStat, entity_features, forget_features
 from saes.hooks import splice
 from saes.load import LoadedSAE, check_fits, decoder_rows, load_sae, resolve_sae
 from saes.train import SAETrainConfig, train_sae
+from workbench.corpus import fact_texts, readable_prose
 from workbench.edits import Edit, register_intervention
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
@@ -149,23 +149,12 @@ class SAEClampConfig(OperatorConfig):
     prose: bool = True  # mix standard-library prose into the on-the-fly corpus if readable
 
 
-def _prose_fits(subject: Subject, texts: list[str]) -> bool:
-    """Whether the tokenizer reads English prose (a toy word-level vocabulary does not)."""
-    unk = subject.tokenizer.unk_token_id
-    if unk is None:
-        return True
-    ids = [i for t in texts for i in subject.tokenizer(t, add_special_tokens=False)["input_ids"]]
-    return bool(ids) and sum(i == unk for i in ids) / len(ids) < 0.05
-
-
 def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,
                     config: SAEClampConfig, progress: bool = False) -> LoadedSAE:
     """A small SAE for `subject` trained on the operator's own facts (and prose if readable)."""
     texts = fact_texts(forget) + fact_texts(retain)
     if config.prose:
-        prose = stdlib_prose(limit=1500)
-        if _prose_fits(subject, prose[:20]):
-            texts += prose
+        texts += readable_prose(subject.tokenizer, limit=1500)
     rng = torch.Generator().manual_seed(config.seed)
     texts = [texts[i] for i in torch.randperm(len(texts), generator=rng).tolist()]
     cfg = SAETrainConfig(layer=config.layer, point=config.point, arch=config.arch,

@@ -40,8 +40,8 @@ def train_cmd(
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: GPU if present)"),
 ) -> None:
     """Train an SAE on the subject's activations and save it in SAELens' format."""
-    from saes.corpus import default_corpus, read_corpus
     from saes.train import SAETrainConfig, save_sae, train_sae
+    from workbench.corpus import default_corpus, read_corpus
     from workbench.facts import load_facts
     from workbench.models import load_subject
 

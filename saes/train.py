@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from saes.activations import collect_activations
-from saes.corpus import pack_texts, split_held_out
 from saes.metrics import SAEMetrics, evaluate_sae
 from workbench.atomic import atomic_dir
 from workbench.capture import POINTS, hook_name
+from workbench.corpus import pack_texts, split_held_out
 from workbench.errors import WorkbenchError
 from workbench.models import Subject
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from saes.corpus import fact_texts, read_corpus, split_held_out, stdlib_prose
 from saes.features import FeatureStat, rank_features
 from saes.load import LoadedSAE, check_fits, load_pretrained_sae, load_sae, resolve_sae
 from saes.train import SAETrainConfig, TrainedSAE, save_sae, train_sae
+from workbench.corpus import fact_texts, read_corpus, split_held_out, stdlib_prose
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet
 
@@ -351,7 +351,7 @@ def test_feature_view(tiny_sae):
 @pytest.mark.slow
 def test_default_sae_on_bundled_model_meets_quality_targets(bundled):
     """The default SAE at layer 15: EV >= 0.7, loss recovered >= 80%, dead <= 20%."""
-    from saes.corpus import default_corpus
+    from workbench.corpus import default_corpus
 
     trained = train_sae(bundled, default_corpus(), SAETrainConfig(layer=15), progress=False)
     m = trained.metrics

@@ -40,6 +40,9 @@ def test_unlearn_chain_end_to_end(toy_original, toy_facts, facts_file, tmp_path)
     out = tmp_path / "edit"
     res = unlearn("--model", toy_original.source, "--facts", str(facts_file), "--operator", "ga",
                   "--then", "npo", "--set", "steps=40", "--set", "npo.steps=5", "--seed", "7",
+                  # a recipe that moves the toy model (its lookup is not at the entity's token)
+                  "--set", "lr=1e-3", "--set", "positions=all", "--set", "preserve=0",
+                  "--set", "layers=0,1,2,3",
                   "--out", str(out), "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

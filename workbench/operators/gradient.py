@@ -41,7 +41,10 @@ RETAIN_LOSSES = ("none", "nll", "kl")
 
 @dataclass(frozen=True)
 class GAConfig(TrainingConfig):
-    """Gradient ascent: the shared training knobs only."""
+    """Gradient ascent: the shared training knobs; with no retain term to hold the rest of the
+    model in place, its updates are projected harder (smaller `preserve`)."""
+
+    preserve: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class _GradientOperator(Operator):
 @register_operator
 class GradientAscent(_GradientOperator):
     name = "ga"
-    touches = "weights of the chosen blocks (default: every MLP)"
+    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
     config_cls = GAConfig
 
     def loss(self, ft, rt, config):
@@ -102,7 +105,7 @@ class GradientAscent(_GradientOperator):
 @register_operator
 class GradDiff(_GradientOperator):
     name = "graddiff"
-    touches = "weights of the chosen blocks (default: every MLP)"
+    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
     config_cls = GradDiffConfig
 
     def needs_retain(self, config) -> bool:
@@ -121,7 +124,7 @@ class GradDiff(_GradientOperator):
 @register_operator
 class NPO(_GradientOperator):
     name = "npo"
-    touches = "weights of the chosen blocks (default: every MLP)"
+    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
     config_cls = NPOConfig
 
     def needs_retain(self, config) -> bool:

@@ -29,6 +29,7 @@ from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
+from workbench.operators.training import input_projectors, projected_step, prose_batches
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class RMUConfig(OperatorConfig):
     batch_size: int = 8
     positions: str = "answer"  # forget loss at: answer (last prompt + answer tokens) | all
     use_paraphrases: bool = True  # train on every phrasing of each fact
+    anchor_forget: bool = False  # also anchor the forget prompts' other tokens to the original
+    preserve: float = 0.0  # >0: project each update as `TrainingConfig.preserve` does
+    preserve_texts: int = 400
 
 
 class _Stop(Exception):
@@ -125,8 +129,10 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     model, dev = edited.model, edited.device
     fb = _encode(subject, forget, config.use_paraphrases, config.positions.startswith("entity"))
     rb = _encode(subject, retain, config.use_paraphrases, False)
-    # retain is anchored at every token: unconstrained positions drift and break everything
+    # retain is anchored at every token: unconstrained positions drift and break everything;
+    # so are the forget prompts' own tokens outside the misdirected positions (`anchor_forget`)
     fmask, rmask = token_mask(fb, config.positions), rb.attention_mask.bool()
+    fkeep = fb.attention_mask.bool() & ~fmask if config.anchor_forget else None
     with torch.no_grad():  # the frozen original's activations, once
         f0 = residual_after(subject.model, layer, fb)
         r0 = residual_after(subject.model, layer, rb)
@@ -147,6 +153,11 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    proj = {}
+    if config.preserve > 0:
+        mods = {str(L): blocks[L].mlp for L in layers}
+        proj = input_projectors(model, mods, [rb, *prose_batches(subject, config.preserve_texts)],
+                                config.preserve)
     rng = random.Random(config.seed)
     nf, nr = fb.input_ids.shape[0], rb.input_ids.shape[0]
     bs = config.batch_size
@@ -161,10 +172,12 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
         mf, mr = fmask[fi, :w_f], rmask[ri, :w_r]
         loss_f = ((hf - target_f[fi, :w_f]) ** 2)[mf].mean() / norm2
         loss_r = ((hr - r0[ri, :w_r]) ** 2)[mr].mean() / norm2
+        if fkeep is not None and bool(fkeep[fi, :w_f].any()):
+            loss_r = loss_r + ((hf - f0[fi, :w_f]) ** 2)[fkeep[fi, :w_f]].mean() / norm2
         loss = loss_f + config.alpha * loss_r
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        projected_step(opt, proj)
         stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
         bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
     model.requires_grad_(False)

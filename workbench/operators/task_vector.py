@@ -33,8 +33,10 @@ class TaskVectorConfig(TrainingConfig):
     """Fine-tune on forget (no early stop: accuracy only rises), then negate with `alpha`."""
 
     alpha: float = 3.0  # scale of the subtracted task vector (1.0 barely moves known facts)
+    lr: float = 1e-3
     stop_forget_acc: float | None = None
     eval_every: int = 0
+    preserve: float = 0.0
 
 
 @register_operator
@@ -42,7 +44,7 @@ class TaskVector(Operator):
     name = "task_vector"
     family = "removal-intended"
     kind = "weights"
-    touches = "weights of the chosen blocks (default: every MLP)"
+    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
     config_cls = TaskVectorConfig
 
     def apply(self, subject: Subject, forget: FactSet, retain: FactSet,
@@ -50,7 +52,7 @@ class TaskVector(Operator):
         started = time.perf_counter()
         require_facts(forget, None, self.name)
         tuned = subject.clone()
-        ft = FactTensors.of(tuned, forget)
+        ft = FactTensors.of(tuned, forget, config.positions)
 
         def step(model: nn.Module, fi: Tensor, ri: Tensor) -> Tensor:
             return answer_nll(model, ft.rows(fi))

@@ -1,4 +1,4 @@
-"""Offline text corpora for SAE training.
+"""Offline text corpora: for SAE training and for the statistics of ordinary activations.
 
 The default corpus is **the prose of the Python standard library's docstrings plus the fact
 set's texts**. Why: an SAE must see the model's ordinary activation distribution, not only the
@@ -79,6 +79,20 @@ def _stdlib_prose(min_chars: int) -> tuple[str, ...]:
     if not out:
         raise WorkbenchError(f"no docstring prose found under the standard library at {root}")
     return tuple(out)
+
+
+def readable_prose(tokenizer, limit: int | None = None, max_chars: int | None = None
+                   ) -> list[str]:
+    """`stdlib_prose(limit=limit)` (each cut to `max_chars`), or [] when `tokenizer` cannot read
+    English (more than 5% unknown tokens on a sample, e.g. the toy world's word-level vocabulary)."""
+    prose = stdlib_prose(limit=limit)
+    if max_chars:
+        prose = [t[:max_chars] for t in prose]
+    unk = tokenizer.unk_token_id
+    if unk is None or not prose:
+        return prose
+    ids = [i for t in prose[:20] for i in tokenizer(t, add_special_tokens=False)["input_ids"]]
+    return prose if ids and sum(i == unk for i in ids) / len(ids) < 0.05 else []
 
 
 def fact_texts(facts: FactSet) -> list[str]:
