@@ -35,7 +35,7 @@ from workbench.operators.training import (
     trainable_modules,
 )
 
-console = Console()
+console = Console(width=150)  # wide tables also when the output is a log file
 
 
 def load_model(which: str, toy_root: str | None,

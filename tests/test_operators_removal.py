@@ -41,19 +41,22 @@ def test_short_run_lowers_forget_and_keeps_retain(name, toy_original, toy_facts,
     assert [e["step"] for e in edit.metrics["training"]["evals"]] == [10, 20]
 
 
-# Measured with the default configs (greedy generation, seed 0, shared 2-core CPU); the bar is
-# forget <= 10% with holdout down <= 10 points. Holdout people share answer values with forget
-# people, and the retain term only protects the retain people it trains on, so every setting
-# tried trades forget for holdout (e.g. npo lr=3e-3: forget 28%, holdout 63%; graddiff
-# retain_weight=3 lr=3e-3 steps=200: forget 25%, holdout 62%; ga layers=2,3: forget 4%,
-# holdout 3%).
+# Measured with the default configs (greedy generation, seed 0, 2-core CPU); the bar is forget
+# <= 10% with holdout down <= 10 points. The defaults keep updates at the entity's tokens and away
+# from retain input directions, which is what meets the bar on SmolLM2 (test below), but the toy
+# model recalls a person's facts at the last prompt token, not at the name (patching the residual
+# after block 0 at the last token moves 73% of answers to another person's, at the name 12%), so
+# the defaults leave it untouched. The pre-locality recipe (MOVES: every block, every position, no
+# projection, lr 1e-3) trades forget for holdout instead: ga forget 1% / holdout 0%, graddiff
+# 47% / 64%, npo 57% / 83%; every setting tried did (e.g. npo lr=3e-3: 28% / 63%).
 TOY_XFAIL = {
-    "ga": "toy bar not met: forget 100%->1% but holdout 100%->0% (no retain term: it suppresses "
-          "every answer); see issue notes",
-    "graddiff": "toy bar not met: forget 100%->47%, holdout 100%->64%; see issue notes",
-    "npo": "toy bar not met: forget 100%->57%, holdout 100%->83%; see issue notes",
-    "task_vector": "toy bar not met: forget 100%->78%, holdout 100%->97% (fine-tuning facts "
-                   "already at ~0 loss gives a tiny vector); see issue notes",
+    "ga": "toy bar not met: defaults forget 100%->100%, holdout 100%; pre-locality recipe "
+          "forget 1%, holdout 0%; see issue notes",
+    "graddiff": "toy bar not met: defaults forget 100%->100%; pre-locality recipe forget 47%, "
+                "holdout 64%; see issue notes",
+    "npo": "toy bar not met: defaults forget 100%->100%; pre-locality recipe forget 57%, holdout "
+           "83%; see issue notes",
+    "task_vector": "toy bar not met: forget 100%->57%, holdout 100%->59%; see issue notes",
 }
 
 
@@ -173,18 +176,10 @@ def test_bad_training_settings_are_refused(toy_original, toy_facts):
 
 # ----- the bundled model's built-in facts (minutes of CPU fine-tuning) --------------------------
 
-BUNDLED_XFAIL = {
-    "npo": "bundled bar not met: forget 100%->4% but holdout 100%->7% after 5 steps (158 s; lr=1e-4 eval_every=1: forget 8%, "
-           "holdout 33% after 3 steps); "
-           "see issue notes",
-    "ga": "bundled bar not met: forget 100%->0% but holdout 100%->0% after 5 steps (73 s); see issue notes",
-}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=BUNDLED_XFAIL[n]))
-    if n in BUNDLED_XFAIL else n for n in ("ga", "npo")])
+@pytest.mark.parametrize("name", ("ga", "npo"))
 def test_bundled_model_quality_bar(name, bundled):
     """ga / npo on SmolLM2's built-in facts: forget <= 20%, holdout >= 80% of the original's."""
     import time
