@@ -29,7 +29,6 @@ from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
-from workbench.operators.training import input_projectors, projected_step, prose_batches
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,15 @@ class RMUConfig(OperatorConfig):
     layers: tuple[int, ...] | None = None
     coef: float = 4.0  # target norm in units of the mean original forget norm (c)
     adaptive: bool = False  # adaptive RMU: per-token target norm coef * |h_orig(x)|
-    alpha: float = 10.0  # weight of the retain MSE
+    alpha: float = 100.0  # weight of the retain MSE
     lr: float = 2e-3  # AdamW
-    steps: int = 40
+    steps: int = 80
     batch_size: int = 8
-    positions: str = "answer"  # forget loss at: answer (last prompt + answer tokens) | all
+    # forget loss at: entity (the fact's entity tokens, where SmolLM2 recalls its facts:
+    # bench/recall_site.py) | entity+answer | answer (last prompt + answer tokens) | all |
+    # auto (entity when every forget fact names its entity in its prompts, else answer)
+    positions: str = "auto"
     use_paraphrases: bool = True  # train on every phrasing of each fact
-    anchor_forget: bool = False  # also anchor the forget prompts' other tokens to the original
-    preserve: float = 0.0  # >0: project each update as `TrainingConfig.preserve` does
-    preserve_texts: int = 400
 
 
 class _Stop(Exception):
@@ -74,7 +73,7 @@ def residual_after(model: torch.nn.Module, block: int, b: Batch) -> Tensor:
     return out["h"]
 
 
-RMU_POSITIONS = ("answer", "all", "entity", "entity+answer")
+RMU_POSITIONS = ("auto", "answer", "all", "entity", "entity+answer")
 
 
 def token_mask(b: Batch, positions: str) -> Tensor:
@@ -127,12 +126,15 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     layer, layers = resolve_layers(subject, config)
     edited = subject.clone(source=f"{subject.source}+rmu")
     model, dev = edited.model, edited.device
-    fb = _encode(subject, forget, config.use_paraphrases, config.positions.startswith("entity"))
+    positions = config.positions
+    if positions == "auto":
+        named = all(f.entity and all(f.entity in p for p in (f.prompt, *f.paraphrases))
+                    for f in forget)
+        positions = "entity" if named else "answer"
+    fb = _encode(subject, forget, config.use_paraphrases, positions.startswith("entity"))
     rb = _encode(subject, retain, config.use_paraphrases, False)
-    # retain is anchored at every token: unconstrained positions drift and break everything;
-    # so are the forget prompts' own tokens outside the misdirected positions (`anchor_forget`)
-    fmask, rmask = token_mask(fb, config.positions), rb.attention_mask.bool()
-    fkeep = fb.attention_mask.bool() & ~fmask if config.anchor_forget else None
+    # retain is anchored at every token: unconstrained positions drift and break everything
+    fmask, rmask = token_mask(fb, positions), rb.attention_mask.bool()
     with torch.no_grad():  # the frozen original's activations, once
         f0 = residual_after(subject.model, layer, fb)
         r0 = residual_after(subject.model, layer, rb)
@@ -153,11 +155,6 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    proj = {}
-    if config.preserve > 0:
-        mods = {str(L): blocks[L].mlp for L in layers}
-        proj = input_projectors(model, mods, [rb, *prose_batches(subject, config.preserve_texts)],
-                                config.preserve)
     rng = random.Random(config.seed)
     nf, nr = fb.input_ids.shape[0], rb.input_ids.shape[0]
     bs = config.batch_size
@@ -172,17 +169,16 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
         mf, mr = fmask[fi, :w_f], rmask[ri, :w_r]
         loss_f = ((hf - target_f[fi, :w_f]) ** 2)[mf].mean() / norm2
         loss_r = ((hr - r0[ri, :w_r]) ** 2)[mr].mean() / norm2
-        if fkeep is not None and bool(fkeep[fi, :w_f].any()):
-            loss_r = loss_r + ((hf - f0[fi, :w_f]) ** 2)[fkeep[fi, :w_f]].mean() / norm2
         loss = loss_f + config.alpha * loss_r
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        projected_step(opt, proj)
+        opt.step()
         stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
         bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
     model.requires_grad_(False)
     model.eval()
-    return edited, stats | {"layer": layer, "target_norm": config.coef * scale}
+    return edited, stats | {"layer": layer, "positions": positions,
+                            "target_norm": config.coef * scale}
 
 
 @register_operator

@@ -417,11 +417,13 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
                 log.steps = step
                 if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                     acc = {"step": step, "forget": _accuracy(subject, model, forget)}
-                    if len(retain):
-                        acc["retain"] = _accuracy(subject, model, retain, limit=64)  # progress only
+                    if len(retain) and len(log.evals) % 10 == 0:  # progress only: every 10th
+                        acc["retain"] = _accuracy(subject, model, retain, limit=64)
                     log.evals.append(acc)
+                    shown = next((e["retain"] for e in reversed(log.evals) if "retain" in e),
+                                 float("nan"))
                     bar.set_postfix(loss=f"{loss.item():.3f}", forget=f"{acc['forget']:.0%}",
-                                    retain=f"{acc.get('retain', float('nan')):.0%}")
+                                    retain=f"{shown:.0%}")
                     if config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc:
                         log.stopped_early = step < config.steps
                         break
