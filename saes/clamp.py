@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from saes.features import FeatureStat, entity_features, forget_features
+from saes.features import FeatureStat, forget_features
 from saes.hooks import splice
 from saes.load import LoadedSAE, check_fits, decoder_rows, load_sae, resolve_sae
 from saes.train import SAETrainConfig, train_sae
@@ -126,11 +126,6 @@ class SAEClampConfig(OperatorConfig):
 
     sae: str | None = None
     features: tuple[int, ...] = ()
-    # how forget features are chosen: "entity" = the `per_entity` strongest features at each
-    # forget entity's tokens; "tokens" = the top `n_features` over all forget tokens (Farrell et
-    # al.); "auto" = entity when every forget fact names an entity that occurs in its prompt
-    select: str = "tokens"
-    per_entity: int = 2
     n_features: int = 20
     max_retain_rate: float = 0.01
     multiplier: float = 20.0  # active feature a -> -multiplier * a
@@ -165,21 +160,6 @@ def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,
     return LoadedSAE(trained.sae, trained.hook, "on-the-fly", meta)
 
 
-SELECT = ("auto", "entity", "tokens")
-
-
-def _select(subject: Subject, loaded: LoadedSAE, forget: FactSet, retain: FactSet,
-            config: SAEClampConfig) -> list[FeatureStat]:
-    if config.select not in SELECT:
-        raise WorkbenchError(f"select must be one of {SELECT}, got {config.select!r}")
-    named = all(f.entity and f.entity in f.prompt for f in forget)
-    if config.select == "entity" or (config.select == "auto" and named):
-        return entity_features(subject, loaded, forget, retain, config.per_entity,
-                               config.max_retain_rate)
-    return forget_features(subject, loaded, forget, retain, top=config.n_features,
-                           max_retain_rate=config.max_retain_rate)
-
-
 @register_operator
 class SAEClampOperator(Operator):
     name = "sae_clamp"
@@ -201,7 +181,8 @@ class SAEClampOperator(Operator):
         stats: list[FeatureStat] = []
         features = tuple(config.features)
         if not features:
-            stats = _select(subject, loaded, forget, retain, config)
+            stats = forget_features(subject, loaded, forget, retain, top=config.n_features,
+                                    max_retain_rate=config.max_retain_rate)
             features = tuple(s.feature for s in stats)
             if not features:
                 raise WorkbenchError(

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from saes.activations import collect_activations
 from saes.load import LoadedSAE
-from workbench.batching import span_mask
 from workbench.capture import capture
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
@@ -102,47 +101,6 @@ def forget_features(subject: Subject, loaded: LoadedSAE, forget: FactSet, retain
     fz = prompt_latents(subject, loaded, _prompts(forget, paraphrases), position)
     rz = prompt_latents(subject, loaded, _prompts(retain, paraphrases), position)
     return rank_features(fz, rz, top, max_retain_rate)
-
-
-@torch.no_grad()
-def entity_features(subject: Subject, loaded: LoadedSAE, forget: FactSet, retain: FactSet,
-                    per_entity: int = 2, max_retain_rate: float = 0.01,
-                    paraphrases: bool = True) -> list[FeatureStat]:
-    """Per forget entity, its `per_entity` strongest features at the entity's own tokens (every
-    phrasing and relation that names it) among those that almost never fire on retain tokens.
-
-    Ranking all forget tokens together favours a few features shared by many forget entities and
-    leaves the rest uncovered; picking per entity covers every entity (the knowledge is looked up
-    at the subject's tokens: Meng et al. 2022, ROME). Statistics are over all forget entity tokens."""
-    forget.require_nonempty("forget set")
-    retain.require_nonempty("retain set")
-    rows = [(p, f.entity) for f in forget for p in ((f.prompt, *f.paraphrases) if paraphrases
-                                                     else (f.prompt,))]
-    missing = [p for p, e in rows if not e or e not in p]
-    if missing:
-        raise WorkbenchError(f"entity feature selection needs each forget fact's entity in its "
-                             f"prompts; {len(missing)} lack it (e.g. {missing[0]!r}); "
-                             f"use select=tokens")
-    prompts = [p for p, _ in rows]
-    layer, point = loaded.layer, loaded.hook.split("hook_")[1]
-    h = capture(subject, prompts, [layer], [point], position="all").layer(layer, point)
-    mask = span_mask(subject.tokenizer, prompts, [e for _, e in rows], h.shape[1]).to(h.device)
-    z = latents(loaded, h[mask].float())  # [entity tokens, d_sae]
-    owner = [e for (_, e), m in zip(rows, mask, strict=True) for _ in range(int(m.sum()))]
-    rz = prompt_latents(subject, loaded, _prompts(retain, paraphrases), "all")
-    f_rate, f_mean, f_avg = _stats(z)
-    r_rate, r_mean, r_avg = _stats(rz.float())
-    ok = r_rate <= max_retain_rate
-    chosen: dict[int, None] = {}
-    for ent in dict.fromkeys(owner):
-        sel = torch.tensor([o == ent for o in owner], device=z.device)
-        score = z[sel].clamp(min=0).mean(0).masked_fill(~ok.to(z.device), 0.0)
-        for i in torch.argsort(score, descending=True, stable=True)[:per_entity].tolist():
-            if score[i] > 0:
-                chosen.setdefault(i, None)
-    return [FeatureStat(i, round(float(f_rate[i]), 4), round(float(r_rate[i]), 4),
-                        round(float(f_mean[i]), 4), round(float(r_mean[i]), 4),
-                        round(float(f_avg[i] - r_avg[i]), 5)) for i in chosen]
 
 
 def features_table(stats: Sequence[FeatureStat]) -> list[dict]:
