@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.batching import encode, span_mask
+from workbench.batching import Batch, encode, span_mask
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet
 from workbench.operators.training import (
@@ -80,28 +80,28 @@ def test_gradients_enter_the_trained_modules_only_at_focus_positions(tiny):
     assert not torch.allclose(g_entity, g_all)
 
 
-def test_projected_updates_leave_retain_inputs_nearly_unchanged(tiny):
+def test_projected_updates_leave_retain_inputs_nearly_unchanged():
     """After a projected step, the layer's output on the inputs that defined C moves far less
     than after the same unprojected step."""
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 32, bias=False)
     common = torch.randn(8, 64)  # retain inputs span an 8-dim subspace
     x = torch.randn(200, 8) @ common
-    batch = encode(tiny.tokenizer, ["a"])  # unused: C comes from a hook on `layer` below
 
-    class Wrap(torch.nn.Module):
+    class Wrap(torch.nn.Module):  # a "model" whose one layer sees the 200 retain inputs
         def __init__(self):
             super().__init__()
             self.layer = layer
 
         def forward(self, input_ids=None, attention_mask=None):
-            return self.layer(x.unsqueeze(0).expand(input_ids.shape[0], -1, -1)[:, : input_ids.shape[1]])
+            return self.layer(x.unsqueeze(0))
 
     wrap = Wrap()
-    ones = batch.__class__(torch.zeros(1, 200, dtype=torch.long), torch.ones(1, 200, dtype=torch.long),
-                           torch.tensor([199]), torch.tensor([-1]),
-                           torch.zeros(1, 200, dtype=torch.bool), torch.tensor([200]))
-    proj = input_projectors(wrap, {"layer": layer}, [ones], preserve=0.01)
+    n = x.shape[0]
+    retain = Batch(torch.zeros(1, n, dtype=torch.long), torch.ones(1, n, dtype=torch.long),
+                   torch.tensor([n - 1]), torch.tensor([-1]), torch.zeros(1, n, dtype=torch.bool),
+                   torch.tensor([n]))
+    proj = input_projectors(wrap, {"layer": layer}, [retain], preserve=0.01)
     w0 = layer.weight.detach().clone()
     moved = {}
     for name, p in (("plain", {}), ("projected", proj)):
@@ -113,4 +113,4 @@ def test_projected_updates_leave_retain_inputs_nearly_unchanged(tiny):
         moved[name] = float((x @ (layer.weight.detach() - w0).T).norm())
     assert moved["projected"] < 0.05 * moved["plain"]
     with pytest.raises(WorkbenchError, match="preserve"):
-        input_projectors(wrap, {"layer": layer}, [ones], preserve=0.0)
+        input_projectors(wrap, {"layer": layer}, [retain], preserve=0.0)

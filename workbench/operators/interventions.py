@@ -65,9 +65,10 @@ class ResidualSteer:
     """Add `-coef * direction` to (mode `add`) or project `direction` out of (mode `ablate`) the
     residual stream after each chosen block, at every position.
 
-    Gated: a linear detector `w . h + b` on the residual after block `gate_layer` (before any
-    steering, so `gate_layer <= min(layers)`), averaged over each input's real tokens, decides per
-    input whether to steer; inputs where it does not fire are left exactly unchanged. The gate is
+    Gated: a detector on the residual after block `gate_layer` (before any steering, so
+    `gate_layer <= min(layers)`) decides per input whether to steer: a linear one (`w . h + b`
+    averaged over the input's real tokens) or a key codebook (the best cosine of any real token
+    to any key, above the cut `gate_b`); inputs where it does not fire are left exactly unchanged. The gate is
     decided on the first forward of a batch and reused for cached generation steps."""
 
     type = "steer"

@@ -4,9 +4,11 @@ The direction at each chosen layer is the normalised difference of the mean-pool
 prompt's tokens) residual activations of forget minus retain prompts (`direction=diffmean`), or a
 refusal direction: answering minus refusing contrast texts (`direction=refusal`). At inference
 mode `add` adds `-coef * |h| * direction` (coef in units of the layer's mean residual norm on the
-forget prompts) and mode `ablate` projects the direction out, at every position. With a gate
-(`gate=logreg` or `gate=meandiff`) a linear detector fitted on forget vs retain activations decides
-per input whether to steer at all. The weights are never touched.
+forget prompts) and mode `ablate` projects the direction out, at every position. A gate decides
+per input whether to steer at all: `gate=keys` (default) fires when one of the input's tokens is
+close in cosine to the residual of a forget entity's token (see `fit_key_gate`), so other entities
+are left alone; `gate=logreg` / `gate=meandiff` use a linear detector fitted on forget vs retain
+prompts. The weights are never touched.
 """
 
 from __future__ import annotations
