@@ -21,7 +21,7 @@ from saes.activations import collect_activations
 from saes.load import LoadedSAE
 from workbench.capture import capture
 from workbench.errors import WorkbenchError
-from workbench.facts import FactSet
+from workbench.facts import FactSet, phrasings
 from workbench.models import Subject
 
 
@@ -89,7 +89,7 @@ def rank_features(forget_z: Tensor, retain_z: Tensor, top: int = 20,
 
 
 def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
-    return [p for f in facts for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
+    return [p for _, p in phrasings(facts, paraphrases)]
 
 
 def forget_features(subject: Subject, loaded: LoadedSAE, forget: FactSet, retain: FactSet,

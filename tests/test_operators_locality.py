@@ -3,6 +3,8 @@ enter the trained modules only at those tokens, and updates projected away from 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -71,7 +73,7 @@ def test_gradients_enter_the_trained_modules_only_at_focus_positions(tiny):
             return mlp.down_proj.weight.grad.clone()
 
         g_entity = grads(ft.batch)
-        g_none = grads(ft.batch.with_focus(torch.zeros_like(ft.batch.focus)))
+        g_none = grads(dataclasses.replace(ft.batch, focus=torch.zeros_like(ft.batch.focus)))
         g_all = grads(FactTensors.of(tiny, facts, "all").batch)
     finally:
         tiny.model.requires_grad_(False)

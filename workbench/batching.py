@@ -42,10 +42,6 @@ class Batch:
                      self.last[idx], self.answer_start[idx], self.answer_mask[idx, :width],
                      self.lengths[idx], focus)
 
-    def with_focus(self, focus: Bool[Tensor, "batch pos"]) -> Batch:
-        return Batch(self.input_ids, self.attention_mask, self.last, self.answer_start,
-                     self.answer_mask, self.lengths, focus.to(self.input_ids.device))
-
 
 def _bos(tokenizer) -> list[int]:
     """Prefix the BOS token when the tokenizer's own encoding would (e.g. Llama-2, Gemma)."""
@@ -55,8 +51,10 @@ def _bos(tokenizer) -> list[int]:
 
 
 def encode(tokenizer, prompts: Sequence[str], answers: Sequence[str] | None = None,
-           device: torch.device | str = "cpu") -> Batch:
-    """Tokenise prompts (optionally followed by answers) into one right-padded batch."""
+           device: torch.device | str = "cpu",
+           spans: Sequence[str | None] | None = None) -> Batch:
+    """Tokenise prompts (optionally followed by answers) into one right-padded batch; with
+    `spans`, `focus` marks each prompt's tokens of its span text (see `span_mask`)."""
     if len(prompts) == 0:
         raise ValueError("no prompts to encode")
     if answers is not None and len(answers) != len(prompts):
@@ -86,8 +84,9 @@ def encode(tokenizer, prompts: Sequence[str], answers: Sequence[str] | None = No
         if answers is not None:
             answer_mask[i, starts[i] - 1 : len(ids) - 1] = True
     lengths = mask.sum(1)
+    focus = None if spans is None else span_mask(tokenizer, prompts, spans, width)
     return Batch(input_ids, mask, torch.tensor(lasts), torch.tensor(starts), answer_mask,
-                 lengths).to(device)
+                 lengths, focus).to(device)
 
 
 def span_mask(tokenizer, prompts: Sequence[str], spans: Sequence[str | None], width: int

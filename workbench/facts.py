@@ -62,6 +62,17 @@ class Fact:
                    relation=d.get("relation"))
 
 
+def phrasings(facts: Iterable[Fact], paraphrases: bool = True) -> list[tuple[Fact, str]]:
+    """(fact, prompt) for each fact's prompt and, with `paraphrases`, each of its paraphrases."""
+    return [(f, p) for f in facts
+            for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
+
+
+def unnamed(rows: Iterable[tuple[Fact, str]]) -> list[str]:
+    """The prompts of `rows` that do not contain their fact's `entity` (or whose fact has none)."""
+    return [p for f, p in rows if not f.entity or f.entity not in p]
+
+
 @dataclass(frozen=True)
 class FactSet:
     """A validated, ordered collection of facts with unique ids."""

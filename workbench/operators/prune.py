@@ -21,7 +21,7 @@ from torch import Tensor
 from workbench.batching import chunks, encode
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
-from workbench.facts import FactSet
+from workbench.facts import FactSet, phrasings
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 
@@ -93,7 +93,7 @@ def select_neurons(forget_imp: Tensor, retain_imp: Tensor, fraction: float, scor
 
 
 def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
-    return [p for f in facts for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
+    return [p for _, p in phrasings(facts, paraphrases)]
 
 
 def prune_edit(subject: Subject, forget: FactSet, retain: FactSet,

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.batching import Batch, encode, span_mask
+from workbench.batching import Batch, encode
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
-from workbench.facts import FactSet
+from workbench.facts import Fact, FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 
@@ -87,19 +87,12 @@ def token_mask(b: Batch, positions: str) -> Tensor:
     raise WorkbenchError(f"unknown positions {positions!r}; expected one of {RMU_POSITIONS}")
 
 
-def _encode(subject: Subject, facts: FactSet, paraphrases: bool, entity: bool) -> Batch:
-    rows = [(p, f.answer, f.entity) for f in facts
-            for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
-    prompts = [p for p, _, _ in rows]
-    b = encode(subject.tokenizer, prompts, [a for _, a, _ in rows], device=subject.device)
-    if not entity:
-        return b
-    missing = [p for p, _, e in rows if not e or e not in p]
-    if missing:
+def _encode(subject: Subject, rows: list[tuple[Fact, str]], entity: bool) -> Batch:
+    if entity and (missing := unnamed(rows)):
         raise WorkbenchError(f"rmu positions=entity: {len(missing)} prompt(s) do not contain "
                              f"their fact's entity (e.g. {missing[0]!r})")
-    return b.with_focus(span_mask(subject.tokenizer, prompts, [e for _, _, e in rows],
-                                  b.input_ids.shape[1]))
+    return encode(subject.tokenizer, [p for _, p in rows], [f.answer for f, _ in rows],
+                  device=subject.device, spans=[f.entity for f, _ in rows] if entity else None)
 
 
 def resolve_layers(subject: Subject, config: RMUConfig) -> tuple[int, tuple[int, ...]]:
@@ -126,13 +119,12 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     layer, layers = resolve_layers(subject, config)
     edited = subject.clone(source=f"{subject.source}+rmu")
     model, dev = edited.model, edited.device
+    f_rows = phrasings(forget, config.use_paraphrases)
     positions = config.positions
     if positions == "auto":
-        named = all(f.entity and all(f.entity in p for p in (f.prompt, *f.paraphrases))
-                    for f in forget)
-        positions = "entity" if named else "answer"
-    fb = _encode(subject, forget, config.use_paraphrases, positions.startswith("entity"))
-    rb = _encode(subject, retain, config.use_paraphrases, False)
+        positions = "answer" if unnamed(f_rows) else "entity"
+    fb = _encode(subject, f_rows, positions.startswith("entity"))
+    rb = _encode(subject, phrasings(retain, config.use_paraphrases), False)
     # retain is anchored at every token: unconstrained positions drift and break everything
     fmask, rmask = token_mask(fb, positions), rb.attention_mask.bool()
     with torch.no_grad():  # the frozen original's activations, once

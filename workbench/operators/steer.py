@@ -26,7 +26,7 @@ from workbench.batching import span_mask
 from workbench.capture import capture
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
-from workbench.facts import FactSet
+from workbench.facts import FactSet, phrasings, unnamed
 from workbench.models import Subject
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.interventions import STEER_MODES, ResidualSteer, key_similarity
@@ -131,17 +131,16 @@ def fit_key_gate(subject: Subject, forget: FactSet, retain: FactSet, layer: int,
     way from the most key-like retain input to the least key-like forget phrasing, each forget
     phrasing scored leave-one-out (against the keys of the other phrasings), so the cut is set on
     phrasings the keys did not include."""
-    rows = [(p, f.entity) for f in forget
-            for p in ((f.prompt, *f.paraphrases) if config.use_paraphrases else (f.prompt,))]
-    missing = [p for p, e in rows if not e or e not in p]
-    if missing:
+    rows = phrasings(forget, config.use_paraphrases)
+    if missing := unnamed(rows):
         raise WorkbenchError(f"steer gate=keys needs each forget fact's entity in its prompts; "
                              f"{len(missing)} prompt(s) lack it (e.g. {missing[0]!r}); use "
                              f"gate=logreg")
-    prompts = [p for p, _ in rows]
+    prompts = [p for _, p in rows]
     acts = capture(subject, prompts, [layer], position="all", batch_size=config.batch_size)
     h = acts.layer(layer).float()
-    ent = span_mask(subject.tokenizer, prompts, [e for _, e in rows], h.shape[1]).to(h.device)
+    ent = span_mask(subject.tokenizer, prompts, [f.entity for f, _ in rows], h.shape[1])
+    ent = ent.to(h.device)
     last = ent.shape[1] - 1 - ent.flip(1).int().argmax(1)  # last entity token of each row
     keys = torch.nn.functional.normalize(h[torch.arange(len(rows)), last], dim=-1)
     sim = (keys @ keys.T).fill_diagonal_(-1.0)
@@ -156,7 +155,7 @@ def fit_key_gate(subject: Subject, forget: FactSet, retain: FactSet, layer: int,
 
 
 def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
-    return [p for f in facts for p in ((f.prompt, *f.paraphrases) if paraphrases else (f.prompt,))]
+    return [p for _, p in phrasings(facts, paraphrases)]
 
 
 def validate(subject: Subject, config: SteerConfig, forget: FactSet) -> tuple[int, ...]:

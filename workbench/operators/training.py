@@ -23,11 +23,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from workbench.batching import Batch, chunks, encode, span_mask
+from workbench.batching import Batch, chunks, encode
 from workbench.behavior import evaluate
 from workbench.corpus import readable_prose
 from workbench.errors import LayerError, WorkbenchError
-from workbench.facts import FactSet
+from workbench.facts import FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import OperatorConfig
 
@@ -174,11 +174,9 @@ class FactTensors:
 
     @classmethod
     def of(cls, subject: Subject, facts: FactSet, positions: str = "all") -> FactTensors:
-        prompts = [f.prompt for f in facts]
-        b = encode(subject.tokenizer, prompts, [f.answer for f in facts], device=subject.device)
-        if entity_positions(facts, positions):
-            b = b.with_focus(span_mask(subject.tokenizer, prompts, [f.entity for f in facts],
-                                       b.input_ids.shape[1]))
+        spans = [f.entity for f in facts] if entity_positions(facts, positions) else None
+        b = encode(subject.tokenizer, [f.prompt for f in facts], [f.answer for f in facts],
+                   device=subject.device, spans=spans)
         return cls(b, len(facts))
 
     def rows(self, idx: Tensor) -> Batch:
@@ -191,7 +189,7 @@ def entity_positions(facts: FactSet, positions: str) -> bool:
         raise WorkbenchError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if positions == "all":
         return False
-    missing = [f.id for f in facts if not f.entity or f.entity not in f.prompt]
+    missing = unnamed(phrasings(facts, paraphrases=False))
     if missing and positions == "entity":
         raise WorkbenchError(f"positions=entity, but {len(missing)} fact(s) name no entity that "
                              f"occurs in their prompt (e.g. {missing[:3]}); use positions=all")
