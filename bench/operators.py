@@ -38,8 +38,9 @@ from workbench.operators.training import (
 console = Console(width=150)  # wide tables also when the output is a log file
 
 
-def load_model(which: str, toy_root: str | None,
-               facts_file: str | None = None) -> tuple[Subject, FactSet]:
+def load_model(which: str, toy_root: str | None, facts_file: str | None = None
+               ) -> tuple[Subject, FactSet, Subject | None]:
+    """The subject, its facts and (toy world only) the retrain oracle, the reference row."""
     if which == "toy":
         from pathlib import Path
 
@@ -47,12 +48,14 @@ def load_model(which: str, toy_root: str | None,
 
         root = Path(toy_root) if toy_root else None
         if root is not None and (root / "original" / "config.json").exists():
+            oracle = root / "oracle" / "config.json"
             return (load_subject(str(root / "original"), device="cpu"),
-                    FactSet.load(root / "facts.jsonl"))
+                    FactSet.load(root / "facts.jsonl"),
+                    load_subject(str(oracle.parent), device="cpu") if oracle.exists() else None)
         world = build_toyworld(root)
-        return world.original(device="cpu"), world.facts()
+        return world.original(device="cpu"), world.facts(), world.oracle(device="cpu")
     facts = FactSet.load(facts_file) if facts_file else builtin_facts("smollm2")
-    return load_subject("smollm2-135m", device="cpu"), facts
+    return load_subject("smollm2-135m", device="cpu"), facts, None
 
 
 def bars(which: str, before: dict, after: dict) -> str:
@@ -64,12 +67,17 @@ def bars(which: str, before: dict, after: dict) -> str:
 
 
 def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str], seed: int,
-                  generate: bool) -> Table:
+                  generate: bool, oracle: Subject | None = None) -> Table:
     before = accuracy_by_split(subject, facts, generate=generate)
     t = Table(title=f"{which}: {subject.name} on {facts.name} ({len(facts.forget)} forget, "
                     f"{len(facts.retain)} retain, {len(facts.holdout)} holdout)")
     for col in ("operator", "family", "wall s", "steps", "forget", "retain", "holdout", "bar"):
         t.add_column(col, justify="right")
+    if oracle is not None:  # the gold standard of removal: retrained without the forget people
+        ref = accuracy_by_split(oracle, facts, generate=generate)
+        t.add_row("retrain oracle", "reference", "-", "-",
+                  *(f"{before[s]['accuracy']:.0%} -> {ref[s]['accuracy']:.0%}"
+                    for s in ("forget", "retain", "holdout")), bars(which, before, ref))
     for name in names:
         op = get_operator(name)
         t0 = time.perf_counter()
@@ -146,10 +154,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     console.print(f"torch threads: {torch.get_num_threads()} (timings are noisy on a shared CPU)")
     for which in args.models.split(","):
-        subject, facts = load_model(which, args.toy_root, args.facts)
+        subject, facts, oracle = load_model(which, args.toy_root, args.facts)
         if not args.step_only:
             console.print(run_operators(which, subject, facts, names, args.seed,
-                                        not args.teacher_forced))
+                                        not args.teacher_forced, oracle))
         console.print(step_overhead(which, subject, facts, args.repeats))
 
 

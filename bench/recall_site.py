@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     from operators import load_model  # bench/operators.py, next to this script
 
-    subject, facts = load_model(args.model, None)
+    subject, facts, _ = load_model(args.model, None)
     tok, model = subject.tokenizer, subject.model
     ps = pairs(facts)
     if not ps:

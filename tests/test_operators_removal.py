@@ -41,28 +41,13 @@ def test_short_run_lowers_forget_and_keeps_retain(name, toy_original, toy_facts,
     assert [e["step"] for e in edit.metrics["training"]["evals"]] == [10, 20]
 
 
-# Measured with the default configs (greedy generation, seed 0, 2-core CPU); the bar is forget
-# <= 10% with holdout down <= 10 points. The defaults keep updates at the entity's tokens and away
-# from retain input directions, which is what meets the bar on SmolLM2 (test below), but the toy
-# model recalls a person's facts at the last prompt token, not at the name (patching the residual
-# after block 0 at the last token moves 73% of answers to another person's, at the name 12%), so
-# the defaults leave it untouched. The pre-locality recipe (MOVES: every block, every position, no
-# projection, lr 1e-3) trades forget for holdout instead: ga forget 1% / holdout 0%, graddiff
-# 47% / 64%, npo 57% / 83%; every setting tried did (e.g. npo lr=3e-3: 28% / 63%).
-TOY_XFAIL = {
-    "ga": "toy bar not met: defaults forget 100%->100%, holdout 100%; pre-locality recipe "
-          "forget 1%, holdout 0%; see issue notes",
-    "graddiff": "toy bar not met: defaults forget 100%->100%; pre-locality recipe forget 47%, "
-                "holdout 64%; see issue notes",
-    "npo": "toy bar not met: defaults forget 100%->100%; pre-locality recipe forget 57%, holdout "
-           "83%; see issue notes",
-    "task_vector": "toy bar not met: forget 100%->57%, holdout 100%->59%; see issue notes",
-}
+# Bar: forget <= 10% with holdout down <= 10 points (default configs, greedy generation, seed 0).
+# The toy model recalls a person's facts at the last prompt token with blocks every person shares
+# (bench/recall_site.py), so what meets it is the forget names' own embedding rows (`rows=auto`).
 
 
 def _toy_case(name: str, slow: bool):
-    marks = [pytest.mark.xfail(strict=True, reason=TOY_XFAIL[name])] if name in TOY_XFAIL else []
-    return pytest.param(name, marks=[*marks, *([pytest.mark.slow] if slow else [])])
+    return pytest.param(name, marks=[pytest.mark.slow] if slow else [])
 
 
 @pytest.mark.parametrize("name", [_toy_case("ga", False), _toy_case("task_vector", False),
@@ -114,7 +99,8 @@ def test_same_seed_gives_bitwise_identical_weights(toy_original, toy_facts):
 def test_only_the_chosen_layers_and_group_train(toy_original, toy_facts):
     edit = get_operator("graddiff").apply(
         toy_original, toy_facts.forget, toy_facts.retain,
-        make_config("graddiff", ["layers=1", "params=mlp", "steps=2", "eval_every=0"]))
+        make_config("graddiff", ["layers=1", "params=mlp", "steps=2", "eval_every=0",
+                                  "rows=none"]))
     diff = changed(state(toy_original), state(edit.subject))
     assert diff and all(k.startswith("model.layers.1.mlp.") for k in diff), diff
 
@@ -125,8 +111,9 @@ def test_npo_with_lora_and_kl_retain_merges_into_plain_weights(toy_original, toy
     edit = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain, cfg)
     assert type(edit.subject.model) is type(toy_original.model)  # merged, not a PeftModel
     diff = changed(state(toy_original), state(edit.subject))
-    assert diff and all(k.startswith(("model.layers.0.mlp.", "model.layers.2.mlp."))
-                        and k.endswith("proj.weight") for k in diff), diff
+    assert "model.embed_tokens.weight" in diff  # the forget names' rows train next to LoRA
+    assert all(k.startswith(("model.layers.0.mlp.", "model.layers.2.mlp."))
+               and k.endswith("proj.weight") for k in diff - {"model.embed_tokens.weight"}), diff
 
 
 def test_npo_reference_is_precomputed_once(toy_original, toy_facts, monkeypatch):

@@ -214,10 +214,12 @@ def test_rmu_adaptive_differs(tiny, tiny_facts):
                                                            "adaptive": True}))
     sa, sb = a.subject.model.state_dict(), b.subject.model.state_dict()
     assert any(not torch.equal(sa[k], sb[k]) for k in sa)
-    # only the MLPs of layers 0 and 1 changed
+    # only the MLPs of layers 0 and 1 changed, and the (tied) rows of the forget people's names
     base = tiny.model.state_dict()
     changed = {k for k in sa if not torch.equal(sa[k], base[k])}
-    assert changed and all(".mlp." in k and k.split(".")[2] in ("0", "1") for k in changed)
+    rows = {"model.embed_tokens.weight", "lm_head.weight"}
+    assert rows & changed and changed - rows
+    assert all(".mlp." in k and k.split(".")[2] in ("0", "1") for k in changed - rows)
 
 
 def test_prune_zeroes_down_proj_columns(tiny, tiny_facts):
@@ -247,12 +249,15 @@ def _bar(subject, facts, name, overrides=None):
 
 # Default configs, greedy generation, seed 0 (shared 2-core CPU). Bars: toy forget <= 10% with
 # holdout down <= 10 points; bundled forget <= 20% with holdout >= 80% of the original's.
+# rmu and prune do not use the answers: misdirecting or zeroing what identifies a forget person can
+# at best leave the model answering as if it never met them, which scores chance, and chance here
+# is above the bar: the retrain oracle gets 10.8% of the forget facts, the original 11.3% of the
+# never-seen people's (tests/test_toyworld.py, bench/operators.py).
 TOY_XFAIL = {
-    "rmu": "toy bar not met: forget 100%->93%, holdout 100%->99% (defaults misdirect the name "
-           "tokens, but the toy model recalls at the last token: bench/recall_site.py; "
-           "positions=answer alpha=1 steps=150: forget 12%, holdout 24%); see issue notes",
-    "prune": "toy bar not met: forget 100%->100%, holdout 100%->100% (fraction 0.2 score=diff: "
-             "forget 94%, holdout 95%); see issue notes",
+    "rmu": "toy bar not met: forget 100%->19%, holdout 100%->99%; an answer-agnostic edit lands "
+           "near chance (retrain oracle: 10.8% on forget), above the 10% bar; see issue notes",
+    "prune": "toy bar not met: forget 100%->17%, holdout 100%; zeroing the forget names' rows "
+             "leaves chance-level answers (retrain oracle: 10.8%); see issue notes",
     "prompt": "toy bar not met: the entity prefix is 90 tokens but the toy model has 64 positions, "
               "and every instruction word is <unk> in its 265-word vocabulary (style=generic: "
               "forget 25%, holdout 29%); see issue notes",

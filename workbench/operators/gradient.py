@@ -37,6 +37,8 @@ from workbench.operators.training import (
 )
 
 RETAIN_LOSSES = ("none", "nll", "kl")
+TOUCHES = ("weights of the chosen blocks (default: the early-middle MLPs) and, for entity-level "
+           "forget sets, the forget entities' embedding rows")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class _GradientOperator(Operator):
 @register_operator
 class GradientAscent(_GradientOperator):
     name = "ga"
-    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
+    touches = TOUCHES
     config_cls = GAConfig
 
     def loss(self, ft, rt, config):
@@ -108,7 +110,7 @@ class GradientAscent(_GradientOperator):
 @register_operator
 class GradDiff(_GradientOperator):
     name = "graddiff"
-    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
+    touches = TOUCHES
     config_cls = GradDiffConfig
 
     def needs_retain(self, config) -> bool:
@@ -127,7 +129,7 @@ class GradDiff(_GradientOperator):
 @register_operator
 class NPO(_GradientOperator):
     name = "npo"
-    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
+    touches = TOUCHES
     config_cls = NPOConfig
 
     def needs_retain(self, config) -> bool:

@@ -7,6 +7,12 @@ score is `score=ratio` (forget importance / (retain importance + eps), which fav
 are nearly silent on retain) or `score=diff` (forget minus retain importance, which favours
 strongly firing ones). The top `fraction` of neurons of each chosen block is removed by zeroing
 its `down_proj` column. Deterministic: no randomness, ties broken by index.
+
+The same selectivity applied to the embedding (`rows=auto`, entity-level forget sets only): the
+rows of tokens inside the forget entities' names that no retain prompt uses are units that only
+the forget prompts read (infinite forget/retain ratio), so they are zeroed too. This matters for
+models that move an entity's identity to the last token in their first block and recall there
+with shared MLP neurons (the toy model, `bench/recall_site.py`): no MLP neuron is selective there.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from torch import Tensor
 from workbench.batching import chunks, encode
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
-from workbench.facts import FactSet, phrasings
+from workbench.facts import FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
+from workbench.operators.entity_rows import entity_token_ids, rows_wanted, token_frequencies
 
 SCORES = ("ratio", "diff")
 
@@ -38,6 +45,9 @@ class PruneConfig(OperatorConfig):
     eps: float = 1e-3  # ratio: added to the retain importance, relative to its mean
     use_paraphrases: bool = True
     batch_size: int = 32
+    # also zero the forget entities' embedding rows that no retain prompt uses: auto (when the
+    # forget set is entity-level, see `workbench.operators.entity_rows`) | entity | none
+    rows: str = "auto"
 
 
 def _down_proj(block: torch.nn.Module) -> torch.nn.Linear:
@@ -96,9 +106,22 @@ def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
     return [p for _, p in phrasings(facts, paraphrases)]
 
 
+def exclusive_rows(subject: Subject, forget: FactSet, retain: FactSet, mode: str) -> list[int]:
+    """Token ids inside the forget entities' names that no retain prompt uses ([] when `mode`
+    rules rows out)."""
+    named = not unnamed(phrasings(forget, paraphrases=False))
+    if not rows_wanted(forget, retain, mode, named):
+        return []
+    ids = entity_token_ids(subject.tokenizer, forget)
+    used = encode(subject.tokenizer, _prompts(retain, True), device="cpu")
+    vocab = subject.model.get_input_embeddings().weight.shape[0]
+    return ids[token_frequencies([used], vocab)[ids] == 0].tolist()
+
+
 def prune_edit(subject: Subject, forget: FactSet, retain: FactSet,
-               config: PruneConfig) -> tuple[Subject, dict[int, list[int]]]:
-    """A clone of `subject` with the chosen neurons' down_proj columns zeroed."""
+               config: PruneConfig) -> tuple[Subject, dict[int | str, list[int]]]:
+    """A clone of `subject` with the chosen neurons' down_proj columns zeroed (and, per
+    `config.rows`, the forget entities' own embedding rows; key "embed" of the result)."""
     forget.require_nonempty("forget set")
     retain.require_nonempty("retain set")
     if not 0.0 <= config.fraction <= 1.0:
@@ -117,12 +140,16 @@ def prune_edit(subject: Subject, forget: FactSet, retain: FactSet,
                            config.batch_size)
     edited = subject.clone(source=f"{subject.source}+prune")
     blocks = decoder_layers(edited.model)
-    pruned = {}
+    pruned: dict[int | str, list[int]] = {}
     with torch.no_grad():
         for L in layers:
             idx = select_neurons(fi[L], ri[L], config.fraction, config.score, config.eps)
             _down_proj(blocks[L]).weight[:, idx] = 0.0
             pruned[L] = sorted(idx.tolist())
+        rows = exclusive_rows(subject, forget, retain, config.rows)
+        if rows:
+            edited.model.get_input_embeddings().weight[rows] = 0.0
+            pruned["embed"] = rows
     return edited, pruned
 
 

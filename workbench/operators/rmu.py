@@ -28,7 +28,9 @@ from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers
+from workbench.operators.anchors import swap_anchors
 from workbench.operators.base import Operator, OperatorConfig, register_operator
+from workbench.operators.entity_rows import EntityRows, rows_wanted
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class RMUConfig(OperatorConfig):
     # auto (entity when every forget fact names its entity in its prompts, else answer)
     positions: str = "auto"
     use_paraphrases: bool = True  # train on every phrasing of each fact
+    # also misdirect through the forget entities' own embedding rows (see
+    # `workbench.operators.entity_rows`): auto | entity | none, and their learning rate
+    rows: str = "auto"
+    rows_lr: float = 1e-2
+    # counterfactual anchors held to the original like retain (`workbench.operators.anchors`):
+    # this many entity swaps and relation swaps per forget prompt (0: none)
+    anchors: int = 2
 
 
 class _Stop(Exception):
@@ -95,6 +104,21 @@ def _encode(subject: Subject, rows: list[tuple[Fact, str]], entity: bool) -> Bat
                   device=subject.device, spans=[f.entity for f, _ in rows] if entity else None)
 
 
+def held_drift(model: torch.nn.Module, layer: int, batches: list[Batch], refs: list[Tensor],
+               rng: random.Random, batch_size: int) -> Tensor:
+    """Mean squared difference from the original's activations after `layer`, over every real
+    token of `batch_size` random rows of each held batch."""
+    total, count = 0.0, 0
+    for b, ref in zip(batches, refs, strict=True):
+        n = b.input_ids.shape[0]
+        idx = torch.tensor(rng.sample(range(n), min(batch_size, n)), device=ref.device)
+        h = residual_after(model, layer, b.rows(idx))
+        mask = b.attention_mask[idx, : h.shape[1]].bool()
+        total = total + ((h - ref[idx, : h.shape[1]]) ** 2)[mask].sum()
+        count += int(mask.sum()) * h.shape[-1]
+    return total / count
+
+
 def resolve_layers(subject: Subject, config: RMUConfig) -> tuple[int, tuple[int, ...]]:
     n = subject.n_layers
     layer = config.layer if config.layer is not None else max(0, n // 4)
@@ -125,11 +149,16 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
         positions = "answer" if unnamed(f_rows) else "entity"
     fb = _encode(subject, f_rows, positions.startswith("entity"))
     rb = _encode(subject, phrasings(retain, config.use_paraphrases), False)
-    # retain is anchored at every token: unconstrained positions drift and break everything
-    fmask, rmask = token_mask(fb, positions), rb.attention_mask.bool()
+    # retain (and the anchors) are held at every token: unconstrained positions drift and break
+    # everything
+    held = [rb]
+    if config.anchors > 0 and (extra := swap_anchors(forget, retain, config.anchors, config.seed,
+                                                     config.use_paraphrases)):
+        held.append(encode(subject.tokenizer, extra, device=dev))
+    fmask = token_mask(fb, positions)
     with torch.no_grad():  # the frozen original's activations, once
         f0 = residual_after(subject.model, layer, fb)
-        r0 = residual_after(subject.model, layer, rb)
+        held0 = [residual_after(subject.model, layer, b) for b in held]
     scale = float(f0.norm(dim=-1)[fmask].mean())
     d = f0.shape[-1]
     gen = torch.Generator().manual_seed(config.seed)
@@ -146,31 +175,41 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     params = [p for L in layers for p in blocks[L].mlp.parameters()]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    groups = [{"params": params, "lr": config.lr}]
+    rows = None
+    if rows_wanted(forget, retain, config.rows, positions.startswith("entity")):
+        rows = EntityRows.for_facts(model, subject.tokenizer, forget, [rb], preserve=0.1)
+        groups.append({"params": [rows.delta], "lr": config.rows_lr})
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)
+    handles = rows.attach(model, lambda: None) if rows is not None else []
     rng = random.Random(config.seed)
-    nf, nr = fb.input_ids.shape[0], rb.input_ids.shape[0]
-    bs = config.batch_size
+    nf, bs = fb.input_ids.shape[0], config.batch_size
     stats: dict[str, float] = {}
     bar = tqdm(range(config.steps), desc="rmu", disable=None if progress else True, leave=False)
     for _ in bar:
         fi = torch.tensor(rng.sample(range(nf), min(bs, nf)), device=dev)
-        ri = torch.tensor(rng.sample(range(nr), min(bs, nr)), device=dev)
         hf = residual_after(model, layer, fb.rows(fi))
-        hr = residual_after(model, layer, rb.rows(ri))
-        w_f, w_r = hf.shape[1], hr.shape[1]
-        mf, mr = fmask[fi, :w_f], rmask[ri, :w_r]
-        loss_f = ((hf - target_f[fi, :w_f]) ** 2)[mf].mean() / norm2
-        loss_r = ((hr - r0[ri, :w_r]) ** 2)[mr].mean() / norm2
+        loss_f = ((hf - target_f[fi, : hf.shape[1]]) ** 2)[fmask[fi, : hf.shape[1]]].mean() / norm2
+        loss_r = held_drift(model, layer, held, held0, rng, bs) / norm2
         loss = loss_f + config.alpha * loss_r
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        before = rows.delta.detach().clone() if rows is not None else None
         opt.step()
+        if rows is not None:
+            rows.constrain(before)
         stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
         bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+    for h in handles:
+        h.remove()
+    if rows is not None:
+        rows.merge(model)
     model.requires_grad_(False)
     model.eval()
     return edited, stats | {"layer": layer, "positions": positions,
-                            "target_norm": config.coef * scale}
+                            "target_norm": config.coef * scale,
+                            "entity_rows": 0 if rows is None else len(rows.ids),
+                            "anchors": 0 if len(held) == 1 else held[1].input_ids.shape[0]}
 
 
 @register_operator

@@ -32,11 +32,10 @@ from workbench.operators.training import (
 class TaskVectorConfig(TrainingConfig):
     """Fine-tune on forget (no early stop: accuracy only rises), then negate with `alpha`."""
 
-    alpha: float = 3.0  # scale of the subtracted task vector (1.0 barely moves known facts)
+    alpha: float = 5.0  # scale of the subtracted task vector (1.0 barely moves known facts)
     lr: float = 1e-3
     stop_forget_acc: float | None = None
     eval_every: int = 0
-    preserve: float = 0.0
 
 
 @register_operator
@@ -44,7 +43,8 @@ class TaskVector(Operator):
     name = "task_vector"
     family = "removal-intended"
     kind = "weights"
-    touches = "weights of the chosen blocks (default: the early-middle MLPs)"
+    touches = ("weights of the chosen blocks (default: the early-middle MLPs) and, for "
+               "entity-level forget sets, the forget entities' embedding rows")
     config_cls = TaskVectorConfig
 
     def apply(self, subject: Subject, forget: FactSet, retain: FactSet,
@@ -53,20 +53,28 @@ class TaskVector(Operator):
         require_facts(forget, None, self.name)
         tuned = subject.clone()
         ft = FactTensors.of(tuned, forget, config.positions)
+        rt = FactTensors.of(tuned, retain, config.positions) if len(retain) else None
 
         def step(model: nn.Module, fi: Tensor, ri: Tensor) -> Tensor:
             return answer_nll(model, ft.rows(fi))
 
-        log = train(tuned, forget, retain, config, step, what=f"{self.name} (fine-tune)")
-        negate(subject, tuned, config)
+        log = train(tuned, forget, retain, config, step, what=f"{self.name} (fine-tune)",
+                    retain_tensors=rt)
+        negate(subject, tuned, config, rows=log.rows)
         edit = self.make_edit(subject, tuned, config, started, train_s=round(log.seconds, 3))
         edit.metrics["training"] = log.summary()
         return edit
 
 
 @torch.no_grad()
-def negate(original: Subject, tuned: Subject, config: TaskVectorConfig) -> None:
-    """Turn `tuned` in place into original - alpha * (tuned - original) on the trained modules."""
+def negate(original: Subject, tuned: Subject, config: TaskVectorConfig,
+           rows: list[int] | None = None) -> None:
+    """Turn `tuned` in place into original - alpha * (tuned - original) on the trained modules
+    (and on the embedding rows `rows`, when the entity rows trained)."""
+    if rows:
+        ids = torch.tensor(rows)
+        w, w0 = tuned.model.get_input_embeddings().weight, original.model.get_input_embeddings().weight
+        w[ids] = (1.0 + config.alpha) * w0[ids] - config.alpha * w[ids]
     orig = dict(original.model.named_parameters())
     for prefix in trainable_modules(tuned, config.params, config.layers):
         mod = tuned.model.get_submodule(prefix)

@@ -1,0 +1,75 @@
+"""Counterfactual anchor prompts: forget and retain prompts with their entities swapped.
+
+An operator that trains on the forget prompts against the retain prompts can still learn a shortcut
+that also hits facts it was never shown. It can treat the forget *relation* as the trigger ("the
+capital of ..." for any country) or the forget *entity* ("Russia" in any prompt), even when the
+forget set asks for one fact of one entity. Two kinds of anchor prompt, built only from the forget
+and retain facts, rule both shortcuts out:
+
+- entity swaps: each forget prompt with its entity replaced by retain entities of the same
+  relation ("The capital of Japan is"), so the relation's template alone must not trigger;
+- relation swaps: retain prompts of a compatible relation with their entity replaced by a forget
+  entity ("The language of Russia is"), so the entity's other facts are kept.
+
+Two relations are compatible when some entity has facts of both (capital and language via
+"France"), so swaps never build nonsense such as "the chemical symbol of Russia". Anchors are
+prompts only: the operator holds its activations there to the original's, as it does for retain.
+Relation swaps skip relations that the forget set itself asks about for that entity.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from workbench.facts import Fact, FactSet, phrasings
+
+
+def _compatible(facts: list[Fact]) -> dict[str, set[str]]:
+    """relation -> relations that share an entity with it (itself included)."""
+    by_entity: dict[str, set[str]] = defaultdict(set)
+    for f in facts:
+        if f.entity and f.relation:
+            by_entity[f.entity.casefold()].add(f.relation)
+    out: dict[str, set[str]] = defaultdict(set)
+    for rels in by_entity.values():
+        for r in rels:
+            out[r] |= rels
+    return out
+
+
+def _swap(prompt: str, old: str, new: str) -> str | None:
+    i = prompt.rfind(old)
+    return None if i < 0 else prompt[:i] + new + prompt[i + len(old):]
+
+
+def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: int = 0,
+                 paraphrases: bool = True) -> list[str]:
+    """Up to `per_prompt` entity swaps and as many relation swaps per forget prompt; facts without `entity` or `relation` take no part. Deterministic
+    for a seed; never returns a prompt of the forget or retain sets themselves."""
+    rng = random.Random(seed)
+    compat = _compatible([*forget, *retain])
+    forgotten: dict[str, set[str]] = defaultdict(set)  # forget entity -> relations to forget
+    for f in forget:
+        if f.entity and f.relation:
+            forgotten[f.entity].add(f.relation)
+    kept_by_rel: dict[str, list[str]] = defaultdict(list)
+    forget_names = {e.casefold() for e in forgotten}
+    for g in retain:
+        if g.entity and g.relation and g.entity.casefold() not in forget_names \
+                and g.entity not in kept_by_rel[g.relation]:
+            kept_by_rel[g.relation].append(g.entity)
+    swappable = [(g, p) for g, p in phrasings(retain, paraphrases) if g.entity and g.relation]
+    out: list[str] = []
+    for f, p in phrasings(forget, paraphrases):
+        if not (f.entity and f.relation):
+            continue
+        others = kept_by_rel.get(f.relation, [])
+        out += [_swap(p, f.entity, e) for e in rng.sample(others, min(per_prompt, len(others)))]
+        rels = forgotten[f.entity]
+        ok = set().union(*(compat[r] for r in rels)) - rels
+        rows = [(g, q) for g, q in swappable
+                if g.relation in ok and g.entity.casefold() != f.entity.casefold()]
+        out += [_swap(q, g.entity, f.entity) for g, q in rng.sample(rows, min(per_prompt, len(rows)))]
+    existing = {p for _, p in phrasings([*forget, *retain], paraphrases)}
+    return sorted({p for p in out if p and p not in existing})
