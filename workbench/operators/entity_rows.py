@@ -23,7 +23,8 @@ tied to the unembedding, to those k logits), and merged into the weight at the e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -121,6 +122,16 @@ class EntityRows(nn.Module):
         if self.tied:
             handles.append(model.get_output_embeddings().register_forward_hook(unembed))
         return handles
+
+    @contextmanager
+    def attached(self, model: nn.Module, focus: Callable[[], Tensor | None]) -> Iterator[None]:
+        """`attach` for the duration of a with-block."""
+        handles = self.attach(model, focus)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def constrain(self, before: Tensor) -> None:
         """Scale the last update of each row by its `scale` (call after the optimiser step)."""

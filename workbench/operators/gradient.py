@@ -24,6 +24,7 @@ from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.operators.base import Operator, register_operator
 from workbench.operators.training import (
+    TOUCHES,
     FactTensors,
     StepLoss,
     TrainingConfig,
@@ -37,8 +38,6 @@ from workbench.operators.training import (
 )
 
 RETAIN_LOSSES = ("none", "nll", "kl")
-TOUCHES = ("weights of the chosen blocks (default: the early-middle MLPs) and, for entity-level "
-           "forget sets, the forget entities' embedding rows")
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,8 @@ class PruneOperator(Operator):
     name = "prune"
     family = "suppression-intended"
     kind = "weights"
-    touches = "MLP down_proj columns of the most forget-specific neurons (zeroed)"
+    touches = ("MLP down_proj columns of the most forget-specific neurons and, for entity-level "
+               "forget sets, the forget entities' own embedding rows (zeroed)")
     config_cls = PruneConfig
 
     def apply(self, subject: Subject, forget: FactSet, retain: FactSet,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from workbench.models import Subject, decoder_layers
 from workbench.operators.anchors import swap_anchors
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.entity_rows import EntityRows, rows_wanted
+from workbench.operators.training import projected_step
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,30 @@ def resolve_layers(subject: Subject, config: RMUConfig) -> tuple[int, tuple[int,
     return layer, tuple(sorted(set(layers)))
 
 
+def _misdirect(model: torch.nn.Module, layer: int, forget: tuple[Batch, Tensor, Tensor],
+               held: tuple[list[Batch], list[Tensor]], norm2: float, opt: torch.optim.Optimizer,
+               rows: EntityRows | None, config: RMUConfig, progress: bool) -> dict[str, float]:
+    """The RMU loop: forget (batch, loss mask, targets) pushed to the targets, `held` batches kept
+    at their reference activations; returns the last step's losses."""
+    fb, fmask, target_f = forget
+    rng = random.Random(config.seed)
+    nf, bs = fb.input_ids.shape[0], config.batch_size
+    stats: dict[str, float] = {}
+    bar = tqdm(range(config.steps), desc="rmu", disable=None if progress else True, leave=False)
+    for _ in bar:
+        fi = torch.tensor(rng.sample(range(nf), min(bs, nf)), device=fb.input_ids.device)
+        hf = residual_after(model, layer, fb.rows(fi))
+        loss_f = ((hf - target_f[fi, : hf.shape[1]]) ** 2)[fmask[fi, : hf.shape[1]]].mean() / norm2
+        loss_r = held_drift(model, layer, *held, rng, bs) / norm2
+        loss = loss_f + config.alpha * loss_r
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        projected_step(opt, {}, rows)
+        stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
+        bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+    return stats
+
+
 def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConfig,
              progress: bool = True) -> tuple[Subject, dict[str, float]]:
     """Train a clone of `subject` with RMU; returns it and a few training statistics."""
@@ -181,27 +207,9 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
         rows = EntityRows.for_facts(model, subject.tokenizer, forget, [rb], preserve=0.1)
         groups.append({"params": [rows.delta], "lr": config.rows_lr})
     opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)
-    handles = rows.attach(model, lambda: None) if rows is not None else []
-    rng = random.Random(config.seed)
-    nf, bs = fb.input_ids.shape[0], config.batch_size
-    stats: dict[str, float] = {}
-    bar = tqdm(range(config.steps), desc="rmu", disable=None if progress else True, leave=False)
-    for _ in bar:
-        fi = torch.tensor(rng.sample(range(nf), min(bs, nf)), device=dev)
-        hf = residual_after(model, layer, fb.rows(fi))
-        loss_f = ((hf - target_f[fi, : hf.shape[1]]) ** 2)[fmask[fi, : hf.shape[1]]].mean() / norm2
-        loss_r = held_drift(model, layer, held, held0, rng, bs) / norm2
-        loss = loss_f + config.alpha * loss_r
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        before = rows.delta.detach().clone() if rows is not None else None
-        opt.step()
-        if rows is not None:
-            rows.constrain(before)
-        stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
-        bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
-    for h in handles:
-        h.remove()
+    with rows.attached(model, lambda: None) if rows is not None else nullcontext():
+        stats = _misdirect(model, layer, (fb, fmask, target_f), (held, held0), norm2, opt, rows,
+                           config, progress)
     if rows is not None:
         rows.merge(model)
     model.requires_grad_(False)
@@ -217,7 +225,8 @@ class RMUOperator(Operator):
     name = "rmu"
     family = "suppression-intended"
     kind = "weights"
-    touches = "MLP weights of a few early-middle blocks (forget activations misdirected)"
+    touches = ("MLP weights of a few early-middle blocks (forget activations misdirected) and, "
+               "for entity-level forget sets, the forget entities' embedding rows")
     config_cls = RMUConfig
 
     def apply(self, subject: Subject, forget: FactSet, retain: FactSet,

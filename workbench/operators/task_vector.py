@@ -19,6 +19,7 @@ from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.operators.base import Operator, register_operator
 from workbench.operators.training import (
+    TOUCHES,
     FactTensors,
     TrainingConfig,
     answer_nll,
@@ -43,8 +44,7 @@ class TaskVector(Operator):
     name = "task_vector"
     family = "removal-intended"
     kind = "weights"
-    touches = ("weights of the chosen blocks (default: the early-middle MLPs) and, for "
-               "entity-level forget sets, the forget entities' embedding rows")
+    touches = TOUCHES
     config_cls = TaskVectorConfig
 
     def apply(self, subject: Subject, forget: FactSet, retain: FactSet,

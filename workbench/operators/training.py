@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,8 @@ from workbench.operators.base import OperatorConfig
 from workbench.operators.entity_rows import EntityRows, rows_wanted
 
 PARAM_GROUPS = ("mlp", "attn", "block")
+TOUCHES = ("weights of the chosen blocks (default: the early-middle MLPs) and, for entity-level "
+           "forget sets, the forget entities' embedding rows")
 POSITIONS = ("auto", "entity", "all")
 _GROUP_ATTRS = {"mlp": ("mlp", "feed_forward"), "attn": ("self_attn", "attn", "attention")}
 
@@ -381,6 +383,20 @@ def _accuracy(subject: Subject, model: nn.Module, facts: FactSet, limit: int | N
     return sum(r.correct for r in rs) / len(rs)
 
 
+def _check(subject: Subject, model: nn.Module, forget: FactSet, retain: FactSet,
+           config: TrainingConfig, log: TrainLog, bar: Any) -> bool:
+    """The periodic accuracy check (forget every time, retain every 10th, for progress only);
+    True once forget accuracy reaches `stop_forget_acc`."""
+    acc = {"step": log.steps, "forget": _accuracy(subject, model, forget)}
+    if len(retain) and len(log.evals) % 10 == 0:
+        acc["retain"] = _accuracy(subject, model, retain, limit=64)
+    log.evals.append(acc)
+    shown = next((e["retain"] for e in reversed(log.evals) if "retain" in e), float("nan"))
+    bar.set_postfix(loss=f"{log.losses[-1]:.3f}", forget=f"{acc['forget']:.0%}",
+                    retain=f"{shown:.0%}")
+    return config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc
+
+
 def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingConfig,
           loss_fn: StepLoss, what: str = "train",
           setup: Callable[[nn.Module], None] | None = None,
@@ -430,35 +446,23 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
         fs = Sampler(len(forget), config.batch_size, config.seed)
         rs = Sampler(max(len(retain), 1), config.batch_size, config.seed + 1)
         bar = tqdm(range(1, config.steps + 1), desc=what, disable=None, leave=False)
-        handles = rows.attach(model, _FOCUS.get) if rows is not None else []
-        try:
-            with focus_updates(mods):
-                for step in bar:
-                    loss = loss_fn(model, fs.next(), rs.next())
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.max_grad_norm > 0:  # each group on its own: rows do not mute blocks
-                        for g in groups:
-                            torch.nn.utils.clip_grad_norm_(g["params"], config.max_grad_norm)
-                    projected_step(opt, proj, rows)
-                    log.losses.append(loss.item())
-                    log.steps = step
-                    if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                        acc = {"step": step, "forget": _accuracy(subject, model, forget)}
-                        if len(retain) and len(log.evals) % 10 == 0:  # progress only: every 10th
-                            acc["retain"] = _accuracy(subject, model, retain, limit=64)
-                        log.evals.append(acc)
-                        shown = next((e["retain"] for e in reversed(log.evals) if "retain" in e),
-                                     float("nan"))
-                        bar.set_postfix(loss=f"{loss.item():.3f}", forget=f"{acc['forget']:.0%}",
-                                        retain=f"{shown:.0%}")
-                        if config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc:
-                            log.stopped_early = step < config.steps
-                            break
-            bar.close()
-        finally:
-            for h in handles:
-                h.remove()
+        with focus_updates(mods), (rows.attached(model, _FOCUS.get) if rows is not None
+                                   else nullcontext()):
+            for step in bar:
+                loss = loss_fn(model, fs.next(), rs.next())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm > 0:  # each group on its own: rows do not mute blocks
+                    for g in groups:
+                        torch.nn.utils.clip_grad_norm_(g["params"], config.max_grad_norm)
+                projected_step(opt, proj, rows)
+                log.losses.append(loss.item())
+                log.steps = step
+                if config.eval_every and (step % config.eval_every == 0 or step == config.steps) \
+                        and _check(subject, model, forget, retain, config, log, bar):
+                    log.stopped_early = step < config.steps
+                    break
+        bar.close()
     if config.lora_rank > 0:
         subject.model = model.merge_and_unload()
     if rows is not None:
