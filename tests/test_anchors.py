@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workbench.facts import builtin_facts, phrasings
-from workbench.operators.anchors import swap_anchors
+from workbench.operators.anchors import neighbour_words, swap_anchors
 
 
 def test_swaps_keep_relations_and_entities_apart():
@@ -31,3 +31,15 @@ def test_no_entities_no_anchors():
     bare = facts.__class__(tuple(f.__class__(f.id, f.prompt, f.answer, f.split)
                                  for f in facts.forget))
     assert swap_anchors(bare, facts.retain) == []
+
+
+def test_neighbours_are_similar_words_but_not_the_entity_itself(bundled):
+    emb = bundled.model.get_input_embeddings().weight.detach()
+    near = neighbour_words(bundled.tokenizer, emb, ["France", "copper"], 6, {"France", "copper"})
+    assert len(near["France"]) == len(near["copper"]) == 6
+    assert {"Germany", "Belgium"} & set(near["France"])  # other countries
+    assert not any(w.casefold().startswith("fran") for w in near["France"])  # no French, France
+    assert {"bronze", "zinc"} & set(near["copper"])
+    facts = builtin_facts("smollm2")
+    anchors = swap_anchors(facts.forget, facts.retain, per_prompt=2, neighbours=near)
+    assert any(w in a for a in anchors for w in near["copper"])

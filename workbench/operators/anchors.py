@@ -9,7 +9,10 @@ and retain facts, rule both shortcuts out:
 - entity swaps: each forget prompt with its entity replaced by retain entities of the same
   relation ("The capital of Japan is"), so the relation's template alone must not trigger;
 - relation swaps: retain prompts of a compatible relation with their entity replaced by a forget
-  entity ("The language of Russia is"), so the entity's other facts are kept.
+  entity ("The language of Russia is"), so the entity's other facts are kept;
+- neighbour swaps: each forget prompt about the vocabulary words whose embeddings are nearest
+  the forget entity's ("The chemical symbol for nitrogen is" next to oxygen), so the entities a
+  shortcut would most likely hit are held too, though the facts never name them.
 
 Two relations are compatible when some entity has facts of both (capital and language via
 "France"), so swaps never build nonsense such as "the chemical symbol of Russia". Anchors are
@@ -44,7 +47,8 @@ def _swap(prompt: str, old: str, new: str) -> str | None:
 
 
 def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: int = 0,
-                 paraphrases: bool = True) -> list[str]:
+                 paraphrases: bool = True,
+                 neighbours: dict[str, list[str]] | None = None) -> list[str]:
     """Up to `per_prompt` entity swaps and as many relation swaps per forget prompt; facts without `entity` or `relation` take no part. Deterministic
     for a seed; never returns a prompt of the forget or retain sets themselves."""
     rng = random.Random(seed)
@@ -71,5 +75,39 @@ def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: in
         rows = [(g, q) for g, q in swappable
                 if g.relation in ok and g.entity.casefold() != f.entity.casefold()]
         out += [_swap(q, g.entity, f.entity) for g, q in rng.sample(rows, min(per_prompt, len(rows)))]
+        near = (neighbours or {}).get(f.entity, [])
+        out += [_swap(p, f.entity, w) for w in rng.sample(near, min(per_prompt, len(near)))]
     existing = {p for _, p in phrasings([*forget, *retain], paraphrases)}
     return sorted({p for p in out if p and p not in existing})
+
+
+def neighbour_words(tokenizer, embedding, entities: list[str], k: int,
+                    exclude: set[str]) -> dict[str, list[str]]:
+    """For each entity, the `k` vocabulary words whose input embedding is closest (cosine) to
+    that of the entity's last token: the entities a shortcut would most likely hit too."""
+    import torch
+
+    vocab = tokenizer.convert_ids_to_tokens(list(range(embedding.shape[0])))
+    words = [tokenizer.convert_tokens_to_string([t]) for t in vocab]
+    # BPE vocabularies mark word starts with a space; word-level ones have whole words only
+    spaced = any(w.startswith(" ") for w in words)
+    ok = torch.tensor([(w.startswith(" ") or not spaced) and w.strip().isalpha()
+                       and len(w.strip()) >= 3 for w in words])
+    e = torch.nn.functional.normalize(embedding.float(), dim=-1)
+    out = {}
+    banned = {x.casefold() for x in exclude}
+    for ent in entities:
+        ids = tokenizer(" " + ent, add_special_tokens=False)["input_ids"]
+        sim = e @ e[ids[-1]]
+        sim[~ok] = -2
+        order = torch.argsort(sim, descending=True).tolist()
+        picks = []
+        stems = {part.casefold()[:4] for part in ent.split()}
+        for i in order:
+            w = words[i].strip()
+            if w.casefold() not in banned and w.casefold()[:4] not in stems and w not in picks:
+                picks.append(w)
+            if len(picks) == k:
+                break
+        out[ent] = picks
+    return out

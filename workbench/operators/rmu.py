@@ -29,7 +29,7 @@ from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers
-from workbench.operators.anchors import swap_anchors
+from workbench.operators.anchors import neighbour_words, swap_anchors
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.entity_rows import EntityRows, rows_wanted
 from workbench.operators.training import projected_step
@@ -58,8 +58,11 @@ class RMUConfig(OperatorConfig):
     rows: str = "auto"
     rows_lr: float = 1e-2
     # counterfactual anchors held to the original like retain (`workbench.operators.anchors`):
-    # this many entity swaps and relation swaps per forget prompt (0: none)
-    anchors: int = 2
+    # this many entity swaps, relation swaps and neighbour swaps per forget prompt (0: none),
+    # the neighbours drawn from the `neighbours` vocabulary words nearest each forget entity
+    # (SmolLM2 built-in facts: holdout 44% without neighbours, 70% with 8)
+    anchors: int = 4
+    neighbours: int = 8
 
 
 class _Stop(Exception):
@@ -178,8 +181,13 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     # retain (and the anchors) are held at every token: unconstrained positions drift and break
     # everything
     held = [rb]
+    near = None
+    if config.neighbours > 0:
+        ents = sorted({f.entity for f in forget if f.entity})
+        near = neighbour_words(subject.tokenizer, subject.model.get_input_embeddings().weight.detach(),
+                               ents, config.neighbours, set(ents))
     if config.anchors > 0 and (extra := swap_anchors(forget, retain, config.anchors, config.seed,
-                                                     config.use_paraphrases)):
+                                                     config.use_paraphrases, near)):
         held.append(encode(subject.tokenizer, extra, device=dev))
     fmask = token_mask(fb, positions)
     with torch.no_grad():  # the frozen original's activations, once
