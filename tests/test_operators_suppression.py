@@ -263,7 +263,7 @@ TOY_XFAIL = {
               "forget 25%, holdout 29%); see issue notes",
 }
 BUNDLED_XFAIL = {
-    "rmu": "bundled bar not met: forget 100%->8%, retain 96%, holdout 100%->70% (the "
+    "rmu": "bundled bar not met: forget 100%->4%, retain 96%, holdout 100%->67% (the "
            "misdirection learnt on 26 forget facts carries over to other facts of the same "
            "relations or entities, e.g. Colombia's continent, Russia's currency; anchors=0: "
            "holdout 48%); see issue notes",

@@ -29,16 +29,18 @@ from workbench.facts import Fact, FactSet, phrasings
 
 
 def _compatible(facts: list[Fact]) -> dict[str, set[str]]:
-    """relation -> relations that share an entity with it (itself included)."""
+    """relation -> the relations linked to it through a chain of shared entities (capital and
+    currency via capital-language "France" and language-currency "Mexico"), itself included."""
     by_entity: dict[str, set[str]] = defaultdict(set)
     for f in facts:
         if f.entity and f.relation:
             by_entity[f.entity.casefold()].add(f.relation)
-    out: dict[str, set[str]] = defaultdict(set)
-    for rels in by_entity.values():
-        for r in rels:
-            out[r] |= rels
-    return out
+    out: dict[str, set[str]] = {}
+    for rels in by_entity.values():  # merge the groups each entity's relations touch
+        group = set(rels).union(*(out.get(r, set()) for r in rels))
+        for r in group:
+            out[r] = group
+    return defaultdict(set, out)
 
 
 def _swap(prompt: str, old: str, new: str) -> str | None:
