@@ -3,8 +3,8 @@
 An operator that trains on the forget prompts against the retain prompts can still learn a shortcut
 that also hits facts it was never shown. It can treat the forget *relation* as the trigger ("the
 capital of ..." for any country) or the forget *entity* ("Russia" in any prompt), even when the
-forget set asks for one fact of one entity. Two kinds of anchor prompt, built only from the forget
-and retain facts, rule both shortcuts out:
+forget set asks for one fact of one entity. Three kinds of anchor prompt, built from the forget and
+retain facts and the model's vocabulary, rule both shortcuts out:
 
 - entity swaps: each forget prompt with its entity replaced by retain entities of the same
   relation ("The capital of Japan is"), so the relation's template alone must not trigger;
@@ -14,16 +14,18 @@ and retain facts, rule both shortcuts out:
   the forget entity's ("The chemical symbol for nitrogen is" next to oxygen), so the entities a
   shortcut would most likely hit are held too, though the facts never name them.
 
-Two relations are compatible when some entity has facts of both (capital and language via
-"France"), so swaps never build nonsense such as "the chemical symbol of Russia". Anchors are
-prompts only: the operator holds its activations there to the original's, as it does for retain.
-Relation swaps skip relations that the forget set itself asks about for that entity.
+Two relations are compatible when a chain of shared entities links them (capital and language via
+"France"), so swaps never build nonsense such as "the chemical symbol of Russia". Relation swaps
+skip relations that the forget set itself asks about for that entity. Anchors are prompts only:
+the operator holds its activations there to the original's, as it does for retain.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+
+import torch
 
 from workbench.facts import Fact, FactSet, phrasings
 
@@ -51,7 +53,8 @@ def _swap(prompt: str, old: str, new: str) -> str | None:
 def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: int = 0,
                  paraphrases: bool = True,
                  neighbours: dict[str, list[str]] | None = None) -> list[str]:
-    """Up to `per_prompt` entity swaps and as many relation swaps per forget prompt; facts without `entity` or `relation` take no part. Deterministic
+    """Up to `per_prompt` entity, relation and neighbour swaps (from `neighbours`: forget entity ->
+    words) per forget prompt; facts without `entity` or `relation` take no part. Deterministic
     for a seed; never returns a prompt of the forget or retain sets themselves."""
     rng = random.Random(seed)
     compat = _compatible([*forget, *retain])
@@ -86,9 +89,9 @@ def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: in
 def neighbour_words(tokenizer, embedding, entities: list[str], k: int,
                     exclude: set[str]) -> dict[str, list[str]]:
     """For each entity, the `k` vocabulary words whose input embedding is closest (cosine) to
-    that of the entity's last token: the entities a shortcut would most likely hit too."""
-    import torch
-
+    that of the entity's last token: the entities a shortcut would most likely hit too. Words
+    sharing their first four letters with a word of the entity (inflections: "French") and those
+    in `exclude` are skipped."""
     vocab = tokenizer.convert_ids_to_tokens(list(range(embedding.shape[0])))
     words = [tokenizer.convert_tokens_to_string([t]) for t in vocab]
     # BPE vocabularies mark word starts with a space; word-level ones have whole words only
