@@ -18,8 +18,12 @@ def _facts(*rows: tuple[str, str, str, str]) -> FactSet:
                          for i, (p, a, s, e) in enumerate(rows)))
 
 
-def test_rows_train_only_for_entity_level_forget_sets(toy_facts):
+def test_rows_train_only_for_entity_level_forget_sets(toy_facts, toy_original, tiny):
     assert rows_wanted(toy_facts.forget, toy_facts.retain, "auto", entity_focus=True)
+    assert rows_wanted(toy_facts.forget, toy_facts.retain, "auto", True, toy_original.model)
+    # a tied row is also its token's output vector: not the entity's own, so auto leaves it
+    assert not rows_wanted(toy_facts.forget, toy_facts.retain, "auto", True, tiny.model)
+    assert rows_wanted(toy_facts.forget, toy_facts.retain, "entity", True, tiny.model)
     shared = _facts(("Bob lives in", " Oslo", "forget", "Bob"),
                     ("Bob works as a", " baker", "retain", "Bob"))
     assert not rows_wanted(shared.forget, shared.retain, "auto", entity_focus=True)

@@ -214,12 +214,10 @@ def test_rmu_adaptive_differs(tiny, tiny_facts):
                                                            "adaptive": True}))
     sa, sb = a.subject.model.state_dict(), b.subject.model.state_dict()
     assert any(not torch.equal(sa[k], sb[k]) for k in sa)
-    # only the MLPs of layers 0 and 1 changed, and the (tied) rows of the forget people's names
+    # only the MLPs of layers 0 and 1 changed (the tiny model's embedding is tied: no rows)
     base = tiny.model.state_dict()
     changed = {k for k in sa if not torch.equal(sa[k], base[k])}
-    rows = {"model.embed_tokens.weight", "lm_head.weight"}
-    assert rows & changed and changed - rows
-    assert all(".mlp." in k and k.split(".")[2] in ("0", "1") for k in changed - rows)
+    assert changed and all(".mlp." in k and k.split(".")[2] in ("0", "1") for k in changed)
 
 
 def test_prune_zeroes_down_proj_columns(tiny, tiny_facts):

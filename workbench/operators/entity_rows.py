@@ -9,7 +9,12 @@ rows makes the edit keyed on the entity and leaves every prompt that does not na
 
 The rows are trained only when the forget set is entity-level: no forget entity is also the
 entity of a retain fact, as in TOFU's forget splits (`rows=auto`). When the retain set keeps
-other facts about the same entities, moving the entity's key would erase those too.
+other facts about the same entities, moving the entity's key would erase those too. Nor are they
+trained by default when the embedding is tied to the unembedding (SmolLM2): a tied row is also
+the output vector of its token in every prediction, so it is not the entity's own. Measured on
+SmolLM2 with an entity-level split of its built-in facts (six countries forgotten whole), `ga`
+with the rows forced on stopped after 10 steps at forget 0%, retain 75%, holdout 64%; without
+them it ran 100 steps to forget 13%, retain 92%, holdout 77%.
 Rows that the retain facts or ordinary prose also use are damped by the same projection that
 `preserve` applies to the blocks. The embedding is read as a linear map of one-hot inputs, so its
 input second moment C is diagonal (token frequencies f_t) and P = lam (C + lam I)^-1 scales row t
@@ -36,8 +41,16 @@ from workbench.facts import FactSet
 ROWS = ("auto", "entity", "none")
 
 
-def rows_wanted(forget: FactSet, retain: FactSet, mode: str, entity_focus: bool) -> bool:
-    """Whether to train the forget entities' rows (see `TrainingConfig.rows`)."""
+def tied(model: nn.Module) -> bool:
+    """Whether the input embedding is also the unembedding (one tensor)."""
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
+
+
+def rows_wanted(forget: FactSet, retain: FactSet, mode: str, entity_focus: bool,
+                model: nn.Module | None = None) -> bool:
+    """Whether to train (or prune) the forget entities' rows (see `TrainingConfig.rows`): `auto`
+    needs entity-focused updates, an entity-level forget set and an untied embedding."""
     if mode not in ROWS:
         raise WorkbenchError(f"rows must be one of {ROWS}, got {mode!r}")
     if mode == "none":
@@ -49,6 +62,8 @@ def rows_wanted(forget: FactSet, retain: FactSet, mode: str, entity_focus: bool)
         return False
     if mode == "entity":
         return True
+    if model is not None and tied(model):
+        return False
     kept = {f.entity.casefold() for f in retain if f.entity}
     return not any(f.entity.casefold() in kept for f in forget)
 
@@ -86,8 +101,7 @@ class EntityRows(nn.Module):
         lut[self.ids] = torch.arange(len(ids), device=dev)
         self.register_buffer("lut", lut)
         self.delta = nn.Parameter(torch.zeros(len(ids), dim, dtype=emb.weight.dtype, device=dev))
-        head = model.get_output_embeddings()
-        self.tied = head is not None and head.weight is emb.weight
+        self.tied = tied(model)
 
     @classmethod
     def for_facts(cls, model: nn.Module, tokenizer, forget: FactSet, sources: list[Batch],

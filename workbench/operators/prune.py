@@ -110,7 +110,7 @@ def exclusive_rows(subject: Subject, forget: FactSet, retain: FactSet, mode: str
     """Token ids inside the forget entities' names that no retain prompt uses ([] when `mode`
     rules rows out)."""
     named = not unnamed(phrasings(forget, paraphrases=False))
-    if not rows_wanted(forget, retain, mode, named):
+    if not rows_wanted(forget, retain, mode, named, subject.model):
         return []
     ids = entity_token_ids(subject.tokenizer, forget)
     used = encode(subject.tokenizer, _prompts(retain, True), device="cpu")

@@ -211,7 +211,7 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
         p.requires_grad_(True)
     groups = [{"params": params, "lr": config.lr}]
     rows = None
-    if rows_wanted(forget, retain, config.rows, positions.startswith("entity")):
+    if rows_wanted(forget, retain, config.rows, positions.startswith("entity"), model):
         rows = EntityRows.for_facts(model, subject.tokenizer, forget, [rb], preserve=0.1)
         groups.append({"params": [rows.delta], "lr": config.rows_lr})
     opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)

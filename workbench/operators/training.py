@@ -76,8 +76,9 @@ class TrainingConfig(OperatorConfig):
     # Wikipedia); skipped when the tokenizer cannot read English
     preserve_texts: int = 400
     # also train the embedding rows of the forget entities' tokens: "entity"; "none"; "auto" =
-    # when the updates are entity-focused and the forget set is entity-level (no forget entity is
-    # the entity of a retain fact), since then those rows are the forget entities' own parameters
+    # when the updates are entity-focused, the forget set is entity-level (no forget entity is
+    # the entity of a retain fact) and the embedding is untied, since then those rows are the
+    # forget entities' own parameters (a tied row is also its token's output vector)
     rows: str = "auto"
     # learning rate of those rows: a row moves only by its own entity's facts, and Adam moves each
     # coordinate ~lr per step, so rows of RMS ~0.1 need ~1e-2 to change within tens of steps
@@ -435,7 +436,8 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
             proj = input_projectors(model, mods, sources, config.preserve)
         log.projected = len(proj)
         rows = None
-        if rows_wanted(forget, retain, config.rows, entity_positions(forget, config.positions)):
+        if rows_wanted(forget, retain, config.rows, entity_positions(forget, config.positions),
+                       model):
             rows = EntityRows.for_facts(model, subject.tokenizer, forget, sources, config.preserve)
             log.rows = rows.ids.tolist()
             log.trainable += rows.delta.numel()
