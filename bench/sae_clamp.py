@@ -77,6 +77,14 @@ def main() -> None:
     t.add_row(f"{p:.4f}", f"{s:.4f}", f"{s / p:.2f}x")
     con.print(t)
 
+    from saes.features import entity_specificity
+
+    spec = entity_specificity(subject, edit.subject.interventions[-1].loaded, facts.forget,
+                              facts.retain)
+    con.print(f"entity-specific features at the last prompt token: {spec.specific} of "
+              f"{spec.alive} alive; {spec.covered} of {spec.entities} entities have one "
+              f"({spec.forget_covered} forget entities)")
+
     before = accuracy_by_split(subject, facts)
     after = accuracy_by_split(edit.subject, facts)
     t = Table(title="accuracy before -> after the clamp")

@@ -103,6 +103,50 @@ def forget_features(subject: Subject, loaded: LoadedSAE, forget: FactSet, retain
     return rank_features(fz, rz, top, max_retain_rate)
 
 
+@dataclass(frozen=True)
+class EntitySpecificity:
+    """How many SAE features stand for a single entity: at `position`, a feature is specific to
+    an entity when it fires on at least `min_rate` of that entity's prompts and on less than
+    `max_other` of every other entity's."""
+
+    alive: int  # features that fire on any of the prompts
+    specific: int
+    entities: int  # entities in the prompts
+    covered: int  # entities with at least one specific feature
+    forget_covered: int  # ... among the forget entities
+
+
+@torch.no_grad()
+def entity_specificity(subject: Subject, loaded: LoadedSAE, forget: FactSet, retain: FactSet,
+                       position: str = "last", min_rate: float = 0.5,
+                       max_other: float = 0.1) -> EntitySpecificity:
+    """Does the SAE have a feature per entity? Clamping can only single out the forget entities
+    if it does (after the feature-per-concept reading of Farrell et al., 2024)."""
+    rows = [(f, p) for f, p in phrasings([*forget, *retain]) if f.entity]
+    if not rows:
+        raise WorkbenchError("entity specificity needs facts with an `entity`")
+    fires = prompt_latents(subject, loaded, [p for _, p in rows], position) > 0
+    return specificity_of(fires, [f.entity for f, _ in rows], {f.entity for f in forget},
+                          min_rate, max_other)
+
+
+def specificity_of(fires: Tensor, entities: Sequence[str], forget_names: set[str],
+                   min_rate: float = 0.5, max_other: float = 0.1) -> EntitySpecificity:
+    """`EntitySpecificity` from a [prompts, features] firing matrix and each prompt's entity."""
+    names = sorted(set(entities))
+    col = {e: i for i, e in enumerate(names)}
+    member = torch.zeros(len(entities), len(names))
+    for r, e in enumerate(entities):
+        member[r, col[e]] = 1.0
+    rate = (member.T @ fires.float()) / member.sum(0)[:, None]  # entity x feature
+    top2 = rate.topk(min(2, len(names)), dim=0).values
+    other = top2[1] if len(names) > 1 else torch.zeros_like(top2[0])
+    specific = (top2[0] >= min_rate) & (other < max_other)
+    owners = {names[i] for i in rate[:, specific].argmax(0).tolist()}
+    return EntitySpecificity(int(fires.any(0).sum()), int(specific.sum()), len(names), len(owners),
+                             len(owners & forget_names))
+
+
 def features_table(stats: Sequence[FeatureStat]) -> list[dict]:
     """Rows for a table / DataFrame."""
     return [asdict(s) for s in stats]
