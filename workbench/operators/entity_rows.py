@@ -14,7 +14,8 @@ trained by default when the embedding is tied to the unembedding (SmolLM2): a ti
 the output vector of its token in every prediction, so it is not the entity's own. Measured on
 SmolLM2 with an entity-level split of its built-in facts (six countries forgotten whole), `ga`
 with the rows forced on stopped after 10 steps at forget 0%, retain 75%, holdout 64%; without
-them it ran 100 steps to forget 13%, retain 92%, holdout 77%.
+them it ran 100 steps to forget 13%, retain 92%, holdout 77% (`bench/entity_level.py`).
+
 Rows that the retain facts or ordinary prose also use are damped by the same projection that
 `preserve` applies to the blocks. The embedding is read as a linear map of one-hot inputs, so its
 input second moment C is diagonal (token frequencies f_t) and P = lam (C + lam I)^-1 scales row t
