@@ -27,10 +27,11 @@ from torch import Tensor
 from workbench.batching import chunks, encode
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
-from workbench.facts import FactSet, phrasings, unnamed
+from workbench.facts import FactSet, phrasings
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.entity_rows import entity_token_ids, rows_wanted, token_frequencies
+from workbench.operators.training import entity_positions
 
 SCORES = ("ratio", "diff")
 
@@ -109,8 +110,7 @@ def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
 def exclusive_rows(subject: Subject, forget: FactSet, retain: FactSet, mode: str) -> list[int]:
     """Token ids inside the forget entities' names that no retain prompt uses ([] when `mode`
     rules rows out)."""
-    named = not unnamed(phrasings(forget, paraphrases=False))
-    if not rows_wanted(forget, retain, mode, named, subject.model):
+    if not rows_wanted(forget, retain, mode, entity_positions(forget, "auto"), subject.model):
         return []
     ids = entity_token_ids(subject.tokenizer, forget)
     used = encode(subject.tokenizer, _prompts(retain, True), device="cpu")

@@ -427,8 +427,10 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
         model.eval()  # no dropout: deterministic updates
         if setup is not None:
             setup(model)
-        sources = []
-        if config.preserve > 0:
+        use_rows = rows_wanted(forget, retain, config.rows,
+                               entity_positions(forget, config.positions), model)
+        sources = []  # what `preserve` keeps updates away from (blocks unless LoRA; rows)
+        if config.preserve > 0 and (config.lora_rank == 0 or use_rows):
             sources = ([retain_tensors.batch] if retain_tensors is not None else []) + \
                 prose_batches(subject, config.preserve_texts)
         proj: dict[nn.Linear, Tensor] = {}
@@ -436,8 +438,7 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
             proj = input_projectors(model, mods, sources, config.preserve)
         log.projected = len(proj)
         rows = None
-        if rows_wanted(forget, retain, config.rows, entity_positions(forget, config.positions),
-                       model):
+        if use_rows:
             rows = EntityRows.for_facts(model, subject.tokenizer, forget, sources, config.preserve)
             log.rows = rows.ids.tolist()
             log.trainable += rows.delta.numel()
