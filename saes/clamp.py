@@ -146,7 +146,8 @@ class SAEClampConfig(OperatorConfig):
 
 def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,
                     config: SAEClampConfig, progress: bool = False) -> LoadedSAE:
-    """A small SAE for `subject` trained on the operator's own facts (and prose if readable)."""
+    """A small SAE for `subject` trained on the operator's own facts (and prose if readable),
+    each text its own context, as the clamp will see the prompts."""
     texts = fact_texts(forget) + fact_texts(retain)
     if config.prose:
         texts += readable_prose(subject.tokenizer, limit=1500)
@@ -154,7 +155,7 @@ def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,
     texts = [texts[i] for i in torch.randperm(len(texts), generator=rng).tolist()]
     cfg = SAETrainConfig(layer=config.layer, point=config.point, arch=config.arch,
                          width=config.width, k=config.k, tokens=config.tokens,
-                         epochs=config.epochs, seed=config.seed, eval_texts=32)
+                         epochs=config.epochs, seed=config.seed, eval_texts=32, pack=False)
     trained = train_sae(subject, texts, cfg, progress=progress)
     meta = trained.meta() | {"trained_on_the_fly": True}
     return LoadedSAE(trained.sae, trained.hook, "on-the-fly", meta)

@@ -53,6 +53,9 @@ class SAETrainConfig:
     batch_size: int = 512  # more, smaller steps: 1024 / 1e-3 reached EV 0.69 on 60k tokens
     lr: float = 2e-3
     skip_first: bool = True  # leave each text's first token (the attention sink) out
+    # join short texts into ~130-token contexts; off: each text is its own context (fact
+    # prompts as an operator sees them: a model trained on single facts never read packed ones)
+    pack: bool = True
     eval_texts: int = 64  # held-out texts for the quality metrics
     seed: int = 0
 
@@ -158,7 +161,8 @@ def train_sae(subject: Subject, texts: Sequence[str], cfg: SAETrainConfig | None
     hook = cfg.hook(subject)
     t0 = time.perf_counter()
     train_texts, eval_texts = split_held_out(list(texts), max_eval=cfg.eval_texts)
-    train_texts, eval_texts = pack_texts(train_texts), pack_texts(eval_texts)
+    if cfg.pack:
+        train_texts, eval_texts = pack_texts(train_texts), pack_texts(eval_texts)
     acts = collect_activations(subject, train_texts, hook, cfg.tokens, cfg.skip_first,
                                progress=progress)
     sae = fit_sae(acts, cfg, progress)

@@ -220,6 +220,17 @@ def test_rmu_adaptive_differs(tiny, tiny_facts):
     assert changed and all(".mlp." in k and k.split(".")[2] in ("0", "1") for k in changed)
 
 
+def test_rmu_lr_schedule():
+    from workbench.operators.rmu import lr_factor
+
+    assert [lr_factor("constant", 10)(s) for s in (0, 5, 10)] == [1.0, 1.0, 1.0]
+    cos = [lr_factor("cosine", 10)(s) for s in range(11)]
+    assert cos[0] == pytest.approx(1.0) and cos[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(cos, cos[1:]))
+    with pytest.raises(WorkbenchError, match="lr_schedule"):
+        lr_factor("linear", 10)
+
+
 def test_prune_zeroes_down_proj_columns(tiny, tiny_facts):
     forget, retain = tiny_facts
     edit = get_operator("prune").apply(tiny, forget, retain,
@@ -252,24 +263,29 @@ def _bar(subject, facts, name, overrides=None):
 # is above the bar: the retrain oracle gets 10.8% of the forget facts, the original 11.3% of the
 # never-seen people's (tests/test_toyworld.py, bench/operators.py).
 TOY_XFAIL = {
-    "rmu": "toy bar not met: forget 100%->24%, holdout 100%->100%; an answer-agnostic edit lands "
-           "near chance (retrain oracle: 10.8% on forget), above the 10% bar; see issue notes",
-    "prune": "toy bar not met: forget 100%->17%, holdout 100%; zeroing the forget names' rows "
-             "leaves chance-level answers (retrain oracle: 10.8%); see issue notes",
+    "rmu": "toy bar not met: forget 100%->10.8%, holdout 100%->100%: exactly the retrain "
+           "oracle's 10.8%; an answer-agnostic edit that erases who the person is leaves answers "
+           "at chance (11.25% over the four attributes, +-2.9 points on 120 facts), so <= 10% is "
+           "a coin toss (seeds 1, 2: 12.5%, 13.3%); see issue notes",
+    "prune": "toy bar not met: forget 100%->16.7%, holdout 100%; with the forget names' rows "
+             "zeroed the 30 forget prompts of a template are one token sequence, so the model "
+             "gives one answer per attribute (Nairobi, chemist, silver, trumpet) and scores their "
+             "share among the forget people: (5 + 5 + 3 + 7) / 120; see issue notes",
     "prompt": "toy bar not met: the entity prefix is 90 tokens but the toy model has 64 positions, "
               "and every instruction word is <unk> in its 265-word vocabulary (style=generic: "
               "forget 25%, holdout 29%); see issue notes",
 }
-BUNDLED_XFAIL = {
-    "rmu": "bundled bar not met: forget 100%->4%, retain 96%, holdout 100%->67% (the "
-           "misdirection learnt on 26 forget facts carries over to other facts of the same "
-           "relations or entities, e.g. Colombia's continent, Russia's currency; anchors=0: "
-           "holdout 48%); see issue notes",
-}
+BUNDLED_XFAIL: dict[str, str] = {}
+
+
+# rmu lands within a point of the 10% line (chance level): another CPU's rounding may tip it
+# either way, so its xfail is not strict; test_rmu_reaches_the_oracle_on_toy checks it stays there.
+AT_CHANCE = {"rmu"}
 
 
 def _xfail(name: str, table: dict[str, str]):
-    marks = [pytest.mark.xfail(strict=True, reason=table[name])] if name in table else []
+    marks = ([pytest.mark.xfail(strict=name not in AT_CHANCE, reason=table[name])]
+             if name in table else [])
     return pytest.param(name, marks=marks)
 
 
@@ -278,6 +294,21 @@ def test_toy_world_bar(toy_original, toy_facts, name):
     acc, _ = _bar(toy_original, toy_facts, name)
     assert acc["forget"][1] <= 0.10
     assert acc["holdout"][0] - acc["holdout"][1] <= 0.10
+
+
+def test_rmu_reaches_the_oracle_on_toy(toy_original, toy_facts):
+    """rmu's default picks the positions from the recall site (the toy model holds a person at
+    the last token after block 1) and lands at chance: within 3 points of the retrain oracle's
+    10.8%, holdout untouched."""
+    from workbench.operators.rmu import rmu_edit
+
+    edited, stats = rmu_edit(toy_original, toy_facts.forget, toy_facts.retain,
+                             make_config("rmu", {}), progress=False)
+    assert stats["positions"] == "entity+answer"
+    assert stats["swap_rate_last"] > stats["swap_rate_entity"]
+    after = accuracy_by_split(edited, toy_facts)
+    assert after["forget"]["accuracy"] <= 0.138
+    assert after["holdout"]["accuracy"] >= 0.9
 
 
 @pytest.mark.slow
