@@ -258,15 +258,10 @@ def _bar(subject, facts, name, overrides=None):
 
 # Default configs, greedy generation, seed 0 (shared 2-core CPU). Bars: toy forget <= 10% with
 # holdout down <= 10 points; bundled forget <= 20% with holdout >= 80% of the original's.
-# rmu and prune do not use the answers: misdirecting or zeroing what identifies a forget person can
-# at best leave the model answering as if it never met them, which scores chance, and chance here
-# is above the bar: the retrain oracle gets 10.8% of the forget facts, the original 11.3% of the
-# never-seen people's (tests/test_toyworld.py, bench/operators.py).
+# prune does not use the answers: zeroing what identifies a forget person can at best leave the
+# model answering as if it never met them, and here it answers one value per attribute for all of
+# them. prompt cannot fit the toy model's context.
 TOY_XFAIL = {
-    "rmu": "toy bar not met: forget 100%->10.8%, holdout 100%->100%: exactly the retrain "
-           "oracle's 10.8%; an answer-agnostic edit that erases who the person is leaves answers "
-           "at chance (11.25% over the four attributes, +-2.9 points on 120 facts), so <= 10% is "
-           "a coin toss (seeds 1, 2: 12.5%, 13.3%); see issue notes",
     "prune": "toy bar not met: forget 100%->16.7%, holdout 100%; with the forget names' rows "
              "zeroed the 30 forget prompts of a template are one token sequence, so the model "
              "gives one answer per attribute (Nairobi, chemist, silver, trumpet) and scores their "
@@ -275,17 +270,10 @@ TOY_XFAIL = {
               "and every instruction word is <unk> in its 265-word vocabulary (style=generic: "
               "forget 25%, holdout 29%); see issue notes",
 }
-BUNDLED_XFAIL: dict[str, str] = {}
-
-
-# rmu lands within a point of the 10% line (chance level): another CPU's rounding may tip it
-# either way, so its xfail is not strict; test_rmu_reaches_the_oracle_on_toy checks it stays there.
-AT_CHANCE = {"rmu"}
 
 
 def _xfail(name: str, table: dict[str, str]):
-    marks = ([pytest.mark.xfail(strict=name not in AT_CHANCE, reason=table[name])]
-             if name in table else [])
+    marks = [pytest.mark.xfail(strict=True, reason=table[name])] if name in table else []
     return pytest.param(name, marks=marks)
 
 
@@ -296,23 +284,22 @@ def test_toy_world_bar(toy_original, toy_facts, name):
     assert acc["holdout"][0] - acc["holdout"][1] <= 0.10
 
 
-def test_rmu_reaches_the_oracle_on_toy(toy_original, toy_facts):
-    """rmu's default picks the positions from the recall site (the toy model holds a person at
-    the last token after block 1) and lands at chance: within 3 points of the retrain oracle's
-    10.8%, holdout untouched."""
+def test_rmu_positions_auto_follow_the_recall_site(toy_original, toy_facts):
+    """The toy model holds a person at the last token after block 1 (patching there swaps answers
+    more often than at the name), so `auto` misdirects the name and the answer positions."""
     from workbench.operators.rmu import rmu_edit
 
-    edited, stats = rmu_edit(toy_original, toy_facts.forget, toy_facts.retain,
-                             make_config("rmu", {}), progress=False)
-    assert stats["positions"] == "entity+answer"
+    _, stats = rmu_edit(toy_original, toy_facts.forget, toy_facts.retain,
+                        make_config("rmu", {"steps": 2}), progress=False)
+    assert stats["positions"] == "entity+answer" and stats["layer"] == 1
     assert stats["swap_rate_last"] > stats["swap_rate_entity"]
-    after = accuracy_by_split(edited, toy_facts)
-    assert after["forget"]["accuracy"] <= 0.138
-    assert after["holdout"]["accuracy"] >= 0.9
+    _, fixed = rmu_edit(toy_original, toy_facts.forget, toy_facts.retain,
+                        make_config("rmu", {"steps": 2, "positions": "entity"}), progress=False)
+    assert fixed["positions"] == "entity" and "swap_rate_last" not in fixed
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [_xfail(n, BUNDLED_XFAIL) for n in ("rmu", "steer")])
+@pytest.mark.parametrize("name", ["rmu", "steer"])
 def test_bundled_bar(bundled, name):
     from workbench.facts import builtin_facts
 
