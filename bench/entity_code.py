@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from workbench.batching import encode, span_mask
+from workbench.batching import encode, last_true, span_mask
 from workbench.capture import capture
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     prompts = [f.prompt for f in rows]
     width = encode(subject.tokenizer, prompts).input_ids.shape[1]
     ent = span_mask(subject.tokenizer, prompts, [f.entity for f in rows], width)
-    at = width - 1 - ent.flip(1).int().argmax(1)  # the entity's last token
+    at = last_true(ent)  # the entity's last token
     names = sorted({f.entity for f in rows})
     member = torch.tensor([[f.entity == e for e in names] for f in rows], dtype=torch.float64)
     layers = list(range(subject.n_layers))

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from workbench.batching import Batch, encode, span_mask
+from workbench.batching import Batch, encode, last_true, span_mask
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet
 from workbench.operators.training import (
@@ -30,6 +30,9 @@ def test_span_mask_marks_the_entity_tokens_of_a_bpe_tokenizer(bundled):
     m = span_mask(tok, prompts, ["France", "Leonardo da Vinci", "Paris"], b.input_ids.shape[1])
     words = [tok.decode(b.input_ids[i][m[i]]).strip() for i in range(3)]
     assert words == ["France", "Leonardo da Vinci", ""]
+    last = last_true(m)
+    assert tok.decode(b.input_ids[1, last[1]]).strip() == "Vinci"
+    assert int(last[2]) == b.input_ids.shape[1] - 1  # no span: the last position
 
 
 def test_entity_positions_auto_falls_back_when_a_fact_names_no_entity():

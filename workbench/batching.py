@@ -111,6 +111,11 @@ def span_mask(tokenizer, prompts: Sequence[str], spans: Sequence[str | None], wi
     return out
 
 
+def last_true(mask: Bool[Tensor, "batch pos"]) -> Tensor:
+    """Each row's last True position (a span's last token; the last position if none is True)."""
+    return mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
+
+
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
     """Slices that cover range(n) in pieces of at most `batch_size`."""
     if batch_size < 1:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from workbench.batching import chunks, encode, span_mask
+from workbench.batching import chunks, encode, last_true, span_mask
 from workbench.facts import Fact
 from workbench.models import Subject, decoder_layers
 
@@ -70,8 +70,7 @@ def _swap_hits(subject: Subject, pairs: Sequence[tuple[Fact, Fact]], blocks: Seq
     A, B = encode(tok, pa, device=dev), encode(tok, pb, device=dev)
 
     def last_entity_token(prompts, facts, width):
-        m = span_mask(tok, prompts, [f.entity for f in facts], width).to(dev)
-        return m.shape[1] - 1 - m.flip(1).int().argmax(1)
+        return last_true(span_mask(tok, prompts, [f.entity for f in facts], width)).to(dev)
 
     sites = {"entity": (last_entity_token(pa, [a for a, _ in pairs], A.input_ids.shape[1]),
                         last_entity_token(pb, [b for _, b in pairs], B.input_ids.shape[1])),

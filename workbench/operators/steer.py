@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.batching import span_mask
+from workbench.batching import last_true, span_mask
 from workbench.capture import capture
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
@@ -141,7 +141,7 @@ def fit_key_gate(subject: Subject, forget: FactSet, retain: FactSet, layer: int,
     h = acts.layer(layer).float()
     ent = span_mask(subject.tokenizer, prompts, [f.entity for f, _ in rows], h.shape[1])
     ent = ent.to(h.device)
-    last = ent.shape[1] - 1 - ent.flip(1).int().argmax(1)  # last entity token of each row
+    last = last_true(ent)  # last entity token of each row
     keys = torch.nn.functional.normalize(h[torch.arange(len(rows)), last], dim=-1)
     sim = (keys @ keys.T).fill_diagonal_(-1.0)
     hi = float(sim.amax(1).min())  # least key-like forget phrasing, leave-one-out
