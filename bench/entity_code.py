@@ -37,6 +37,11 @@ def main() -> None:
     width = encode(subject.tokenizer, prompts).input_ids.shape[1]
     ent = span_mask(subject.tokenizer, prompts, [f.entity for f in rows], width)
     at = last_true(ent)  # the entity's last token
+    # leave out entities at position 0 (no BOS, as in SmolLM2): the first token is an attention
+    # sink whose residual is tens of times larger than any other and would be all the variance
+    keep = at >= 1
+    rows = [f for f, k in zip(rows, keep.tolist(), strict=True) if k]
+    prompts, at = [f.prompt for f in rows], at[keep]
     names = sorted({f.entity for f in rows})
     member = torch.tensor([[f.entity == e for e in names] for f in rows], dtype=torch.float64)
     layers = list(range(subject.n_layers))
