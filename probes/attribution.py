@@ -17,7 +17,7 @@ from probes.patching import MIN_GAP, _read, divergence, recent, recovery
 from workbench.batching import chunks, encode
 from workbench.capture import POINTS, capture
 from workbench.errors import LayerError
-from workbench.models import Subject
+from workbench.models import Subject, hidden_of
 
 
 def _gradients(m1: Subject, prompts, answers, layers, points, batch_size: int
@@ -46,7 +46,7 @@ def _gradients(m1: Subject, prompts, answers, layers, points, batch_size: int
                     handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
                 else:
                     def post(_m, _a, out, key=(L, p), saved=saved):
-                        saved[key] = out[0] if isinstance(out, tuple) else out
+                        saved[key] = hidden_of(out)
 
                     handles.append(mod.register_forward_hook(post))
         try:

@@ -18,11 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.batching import Batch
-from workbench.models import decoder_layers
-
-
-def _first(x):
-    return x[0] if isinstance(x, tuple) else x
+from workbench.models import decoder_layers, hidden_of
 
 
 def start_layer(cells, n_layers: int) -> int | None:
@@ -120,7 +116,7 @@ class BlockRunner:
             pos = pos_all[:joined]
             k_, v_ = self.kv[layer]
             emb = inner.rotary_emb(h, position_ids=pos)
-            h = _first(self.blocks[layer](h, attention_mask=mask_all[:joined], position_ids=pos,
+            h = hidden_of(self.blocks[layer](h, attention_mask=mask_all[:joined], position_ids=pos,
                                           past_key_values=_Prefix(k_[f], v_[f]),
                                           position_embeddings=emb, use_cache=True))
         logits = self.model.get_output_embeddings()(inner.norm(h))
@@ -146,7 +142,7 @@ def clean_pass(model: nn.Module, b: Batch, s: int):
             states[i] = grab(args[0] if args else kwargs["hidden_states"])
         handles.append(blk.register_forward_pre_hook(pre, with_kwargs=True))
     handles.append(blocks[-1].register_forward_hook(
-        lambda _m, _a, o: states.__setitem__(len(blocks), grab(_first(o)))))
+        lambda _m, _a, o: states.__setitem__(len(blocks), grab(hidden_of(o)))))
     try:
         lp, cache = answer_logprobs(model, b, use_cache=True)
     finally:

@@ -28,7 +28,7 @@ from probes.patch_blocks import BlockRunner, answer_logprobs, clean_pass, start_
 from workbench.batching import Batch, chunks, encode
 from workbench.capture import POINTS, _attn, capture
 from workbench.errors import LayerError, WorkbenchError
-from workbench.models import Subject, decoder_layers
+from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
 
 Cell = tuple[int, str, int]  # (layer, point, back): back = tokens before the last prompt token
 
@@ -48,10 +48,6 @@ def answer_logprob_from_logits(logits: Tensor, targets: Tensor, mask: Tensor) ->
     logp = torch.log_softmax(logits.float(), dim=-1)
     tok = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (tok * mask).sum(1)
-
-
-def _first(x):
-    return x[0] if isinstance(x, tuple) else x
 
 
 def _module(model: nn.Module, layer: int, point: str) -> nn.Module:
@@ -85,9 +81,7 @@ def _attach(model: nn.Module, plan: dict[tuple[int, str], tuple[Tensor, Tensor, 
             handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
         else:
             def post(_m, _args, output, put=put):
-                if isinstance(output, tuple):
-                    return (put(output[0]), *output[1:])
-                return put(output)
+                return with_hidden(output, put(hidden_of(output)))
 
             handles.append(mod.register_forward_hook(post))
     return handles
@@ -230,7 +224,7 @@ def _source_pass(source: Subject, prompts, answers, cells: set[Cell], batch_size
                 handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
             else:
                 def post(_m, _a, o, key=key, rows=rows, last=b.last):
-                    parts[key].append(_first(o)[rows, last].clone())
+                    parts[key].append(hidden_of(o)[rows, last].clone())
                 handles.append(mod.register_forward_hook(post))
         try:
             lps.append(answer_logprobs(source.model, b)[0])

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from workbench.capture import POINTS
 from workbench.errors import LayerError
-from workbench.models import decoder_layers
+from workbench.models import decoder_layers, hidden_of, with_hidden
 
 _HOOK = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|attn_out|mlp_out)$")
 
@@ -77,9 +77,9 @@ def splice(model: nn.Module, name: str, fn: SpliceFn) -> list[torch.utils.hooks.
         return args, {**kwargs, "hidden_states": new}
 
     def post(_mod, _args, output):
-        h = output[0] if isinstance(output, tuple) else output
+        h = hidden_of(output)
         new = fn(h, state.get("pos", _positions({}, h)))
-        return (new, *output[1:]) if isinstance(output, tuple) else new
+        return with_hidden(output, new)
 
     handles = [block.register_forward_pre_hook(pre, with_kwargs=True)]
     if point != "resid_pre":

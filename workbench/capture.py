@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from workbench.batching import Batch, chunks, encode
 from workbench.errors import LayerError
-from workbench.models import Subject
+from workbench.models import Subject, hidden_of
 
 POINTS = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # in execution order
 POSITIONS = ("last", "answer", "all")
@@ -81,10 +81,6 @@ def _select(h: Tensor, batch: Batch, position: str) -> Tensor:
     return h[torch.arange(h.shape[0], device=h.device), idx]
 
 
-def _first(x):
-    return x[0] if isinstance(x, tuple) else x
-
-
 def _capture_hf(subject: Subject, batch: Batch, layers, points, position) -> dict[str, Tensor]:
     blocks = subject.layers()
     stop_layer = max(layers)
@@ -93,7 +89,7 @@ def _capture_hf(subject: Subject, batch: Batch, layers, points, position) -> dic
 
     def saver(name: str, stop: bool):
         def hook(_mod, _args, output):
-            out[name] = _select(_first(output), batch, position)
+            out[name] = _select(hidden_of(output), batch, position)
             if stop and all(hook_name(stop_layer, p) in out for p in points):
                 raise _Stop
 
@@ -162,7 +158,7 @@ def _capture_nnsight(subject: Subject, batch: Batch, layers, points, position,
                 else:
                     saved[hook_name(L, p)] = blocks[L].output.save()
         tracer.stop()
-    return {n: _select(_first(v).to(subject.device), batch, position) for n, v in saved.items()}
+    return {n: _select(hidden_of(v).to(subject.device), batch, position) for n, v in saved.items()}
 
 
 _BACKENDS = {"hf": _capture_hf, "tl": _capture_tl, "nnsight": _capture_nnsight}

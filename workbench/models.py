@@ -182,6 +182,17 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
+def hidden_of(output: Any) -> Any:
+    """The hidden states in a decoder block's (or attention / MLP module's) hook output, which
+    HF returns bare or as the first item of a tuple."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def with_hidden(output: Any, h: Any) -> Any:
+    """`output` with its hidden states replaced by `h`, in the same shape (tuple or bare)."""
+    return (h, *output[1:]) if isinstance(output, tuple) else h
+
+
 def final_norm(model: nn.Module) -> nn.Module:
     """The norm applied before the unembedding (Llama/Qwen/Gemma, GPT-2, GPT-NeoX layouts)."""
     norm = _find_module(model, ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",

@@ -21,7 +21,7 @@ import torch
 
 from workbench.batching import chunks, encode, last_true, span_mask
 from workbench.facts import Fact
-from workbench.models import Subject, decoder_layers
+from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
 
 SITES = ("entity", "last")
 
@@ -39,10 +39,6 @@ def swap_pairs(facts: Iterable[Fact]) -> list[tuple[Fact, Fact]]:
             if b is not None:
                 out.append((a, b))
     return out
-
-
-def _out(o):
-    return o[0] if isinstance(o, tuple) else o
 
 
 @torch.no_grad()
@@ -79,7 +75,7 @@ def _swap_hits(subject: Subject, pairs: Sequence[tuple[Fact, Fact]], blocks: Seq
                              for _, b in pairs], device=dev)
     cache: dict[int, torch.Tensor] = {}
     grab = [layers[L].register_forward_hook(
-        lambda _m, _a, o, L=L: cache.__setitem__(L, _out(o).clone())) for L in blocks]
+        lambda _m, _a, o, L=L: cache.__setitem__(L, hidden_of(o).clone())) for L in blocks]
     try:
         model(input_ids=B.input_ids, attention_mask=B.attention_mask)
     finally:
@@ -91,9 +87,9 @@ def _swap_hits(subject: Subject, pairs: Sequence[tuple[Fact, Fact]], blocks: Seq
         hits[L] = {}
         for site, (at_a, at_b) in sites.items():
             def patch(_m, _a, o, L=L, at_a=at_a, at_b=at_b):
-                x = _out(o).clone()
+                x = hidden_of(o).clone()
                 x[rows, at_a] = cache[L][rows, at_b]
-                return (x, *o[1:]) if isinstance(o, tuple) else x
+                return with_hidden(o, x)
 
             h = layers[L].register_forward_hook(patch)
             try:

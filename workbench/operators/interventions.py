@@ -18,17 +18,9 @@ from torch import Tensor, nn
 
 from workbench.edits import register_intervention
 from workbench.errors import LayerError, WorkbenchError
-from workbench.models import decoder_layers
+from workbench.models import decoder_layers, hidden_of, with_hidden
 
 STEER_MODES = ("add", "ablate")
-
-
-def _hidden(output: Any) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_hidden(output: Any, h: Tensor) -> Any:
-    return (h, *output[1:]) if isinstance(output, tuple) else h
 
 
 def _check_layers(layers: tuple[int, ...], n: int, what: str) -> None:
@@ -155,7 +147,7 @@ class ResidualSteer:
 
             def detect(_mod, _args, output):
                 if not state["continuation"] or state["gate"] is None:
-                    h = _hidden(output)
+                    h = hidden_of(output)
                     state["gate"] = self.gate_scores(h, state["real"][:, -h.shape[1]:]) > 0
 
             handles.append(model.register_forward_pre_hook(record, with_kwargs=True))
@@ -163,11 +155,11 @@ class ResidualSteer:
 
         for i, L in enumerate(self.layers):
             def hook(_mod, _args, output, i=i):
-                h = _hidden(output)
+                h = hidden_of(output)
                 new = self.steer(h, i)
                 if self.gated:
                     new = torch.where(state["gate"].view(-1, 1, 1), new, h)
-                return _with_hidden(output, new)
+                return with_hidden(output, new)
 
             handles.append(blocks[L].register_forward_hook(hook))
         return handles

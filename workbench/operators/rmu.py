@@ -36,7 +36,7 @@ from workbench.batching import Batch, encode
 from workbench.edits import Edit
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings, unnamed
-from workbench.models import Subject, decoder_layers
+from workbench.models import Subject, decoder_layers, hidden_of
 from workbench.operators.anchors import neighbour_words, swap_anchors
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.entity_rows import EntityRows, rows_wanted
@@ -89,7 +89,7 @@ def residual_after(model: torch.nn.Module, block: int, b: Batch) -> Tensor:
     out: dict[str, Tensor] = {}
 
     def hook(_mod, _args, output):
-        out["h"] = output[0] if isinstance(output, tuple) else output
+        out["h"] = hidden_of(output)
         raise _Stop
 
     handle = decoder_layers(model)[block].register_forward_hook(hook)
@@ -194,7 +194,7 @@ def auto_positions(subject: Subject, forget: FactSet, retain: FactSet, layer: in
         return "answer", {}
     pairs = swap_pairs([*forget, *retain])[:MAX_SITE_PAIRS]
     rates = swap_rates(subject, pairs, [layer]).get(layer, {})
-    held_late = rates and rates["last"] > rates["entity"]
+    held_late = bool(rates) and rates["last"] > rates["entity"]
     return ("entity+answer" if held_late else "entity"), rates
 
 

@@ -29,7 +29,7 @@ from workbench.behavior import evaluate
 from workbench.corpus import readable_prose
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
-from workbench.models import Subject, decoder_layers
+from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
 from workbench.operators.base import OperatorConfig
 from workbench.operators.entity_rows import EntityRows, rows_wanted
 
@@ -224,9 +224,8 @@ def focus_updates(modules: dict[str, nn.Module]) -> Iterator[None]:
         mask = _FOCUS.get()
         if mask is None or not torch.is_grad_enabled():
             return out
-        t = out[0] if isinstance(out, tuple) else out
-        t = torch.where(mask[:, : t.shape[1], None], t, t.detach())
-        return (t, *out[1:]) if isinstance(out, tuple) else t
+        t = hidden_of(out)
+        return with_hidden(out, torch.where(mask[:, : t.shape[1], None], t, t.detach()))
 
     handles = [m.register_forward_hook(hook) for m in modules.values()]
     try:
