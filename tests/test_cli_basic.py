@@ -8,7 +8,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from workbench.cli import app
+from apps.cli import app
 
 runner = CliRunner()
 

@@ -186,7 +186,7 @@ def _flat(text: str) -> str:
 
 
 def test_cli_validate_good_and_bad(tmp_path):
-    from workbench.cli import app
+    from apps.cli import app
 
     runner = CliRunner()
     good = _write(tmp_path, [_line(), _line(id="b", prompt="q", split="retain")], "good.jsonl")

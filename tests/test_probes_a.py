@@ -123,7 +123,7 @@ def test_cli_probe_prints_readings(toyworld):
 
     from typer.testing import CliRunner
 
-    from workbench.cli import app
+    from apps.cli import app
 
     args = ["probe", "--original", str(toyworld.original_dir), "--edited",
             str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path),

@@ -111,7 +111,7 @@ def _tiny_config(seed: int = 0) -> WorldConfig:
 def test_cli_build_writes_artefacts(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from workbench.cli import app
+    from apps.cli import app
 
     monkeypatch.setattr(tw, "WorldConfig", _tiny_config)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # train in-process: no worker start-up
@@ -154,7 +154,7 @@ def test_force_rebuilds_and_cache_reuses(tmp_path):
 def test_cli_full_build(tmp_path):
     from typer.testing import CliRunner
 
-    from workbench.cli import app
+    from apps.cli import app
 
     res = CliRunner().invoke(app, ["toyworld", "build", "--out", str(tmp_path / "w")])
     assert res.exit_code == 0, res.output

@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from apps.cli import app
 from workbench.behavior import accuracy_by_split
-from workbench.cli import app
 from workbench.facts import FactSet
 from workbench.models import load_subject
 

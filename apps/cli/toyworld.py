@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-toyworld_app = typer.Typer(no_args_is_help=True,
-                           help="Synthetic world of fictitious people with a retrain oracle.")
-_out = Console()
+from apps.cli.common import handles_errors, out
+
+app = typer.Typer(no_args_is_help=True,
+                  help="Synthetic world of fictitious people with a retrain oracle.")
 
 
 def world_table(stats: dict) -> Table:
@@ -35,21 +36,17 @@ def world_table(stats: dict) -> Table:
     return t
 
 
-@toyworld_app.command("build")
-def build_cmd(
-    out: Path | None = typer.Option(None, "--out", help="output directory (default: the cache)"),
-    seed: int = typer.Option(0, help="world and training seed"),
-    force: bool = typer.Option(False, "--force", help="rebuild even if a build exists"),
+@app.command("build")
+@handles_errors
+def build(
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="output directory (default: the cache)")] = None,
+    seed: Annotated[int, typer.Option(help="world and training seed")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if a build exists")] = False,
 ) -> None:
     """Generate the facts, train the original model and the retrain oracle, print accuracies."""
-    from workbench.cli import _quiet_hf
     from workbench.toyworld import build_toyworld
 
-    _quiet_hf()
-    world = build_toyworld(out, seed=seed, force=force, progress=True)
-    _out.print(world_table(world.stats))
-    _out.print(f"written to {world.root}")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(toyworld_app, name="toyworld")
+    world = build_toyworld(out_dir, seed=seed, force=force, progress=True)
+    out.print(world_table(world.stats))
+    out.print(f"written to {world.root}")

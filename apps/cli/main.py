@@ -1,0 +1,28 @@
+"""`workbench`: the root of the command line. It only registers the commands, one file each."""
+
+from __future__ import annotations
+
+import typer
+
+from apps.cli import demo, evaluate, facts, models, operators, probe, sae, toyworld, unlearn
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Did an unlearning edit remove the knowledge, or only suppress it?")
+
+app.command("models")(models.models)
+app.command("eval")(evaluate.evaluate)
+app.command("demo")(demo.demo)
+app.command("operators")(operators.operators)
+app.command("unlearn")(unlearn.unlearn)
+app.command("probe")(probe.probe)
+app.add_typer(facts.app, name="facts")
+app.add_typer(toyworld.app, name="toyworld")
+app.add_typer(sae.app, name="sae")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
