@@ -15,3 +15,4 @@ test-slow: setup
 
 lint: setup
 	.venv/bin/ruff check workbench probes saes apps tests bench
+	.venv/bin/lint-imports
