@@ -18,8 +18,9 @@ out = Console()
 
 
 def _fail(e: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {e}")
-    return typer.Exit(2)
+    from workbench.cli import fail
+
+    return fail(e)
 
 
 @sae_app.command("train")

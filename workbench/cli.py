@@ -8,9 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Did an unlearning edit remove the knowledge, or only suppress it?")
@@ -29,7 +30,8 @@ def _quiet_hf() -> None:
 
 
 def fail(e: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {e}")
+    """Print `e` as one line (never wrapped, brackets shown as is); exit code 2."""
+    console.print(f"[bold red]error:[/] {escape(one_line(e, limit=1000))}", soft_wrap=True)
     return typer.Exit(2)
 
 
