@@ -8,7 +8,6 @@ with `huggingface_hub`. Without network that works from a filled hub cache: set
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,13 +16,15 @@ import torch
 
 from saes.hooks import check_hook
 from saes.train import META_FILE
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, one_line
+from workbench.inputs import check_safetensors, read_json
 from workbench.models import Subject, default_device
 
 if TYPE_CHECKING:  # sae_lens (and TransformerLens under it) takes seconds to import: lazily
     from sae_lens import SAE
 
 PRETRAINED_PREFIX = "release:"
+WEIGHTS_FILE = "sae_weights.safetensors"  # SAELens' name (sae_lens.constants)
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,24 @@ def load_sae(path: str | Path, device: str | torch.device | None = None,
     if not (path / "cfg.json").exists():
         raise WorkbenchError(f"{path} is not an SAE directory (no cfg.json)")
     from sae_lens import SAE
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+    from safetensors import SafetensorError
 
+    arch = read_json(path / "cfg.json").get("architecture")
+    if arch is not None and arch not in SAE_CLASS_REGISTRY:
+        raise WorkbenchError(f"{path / 'cfg.json'}: unknown SAE architecture {arch!r}; "
+                             f"known: {sorted(SAE_CLASS_REGISTRY)}")
+    check_safetensors(path / WEIGHTS_FILE)
+    meta = read_json(path / META_FILE) if (path / META_FILE).exists() else {}
     dev = str(default_device(device))
     try:
         sae = SAE.load_from_disk(path, device=dev)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise WorkbenchError(f"cannot load the SAE in {path}: {e}") from e
-    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        raise WorkbenchError(f"{path}: cannot load the SAE from cfg.json and {WEIGHTS_FILE} "
+                             f"({one_line(e)})") from e
+    for name, p in sae.named_parameters():
+        if not torch.isfinite(p).all():
+            raise WorkbenchError(f"{path / WEIGHTS_FILE}: {name} contains NaN or infinite values")
     sae.eval()
     return LoadedSAE(sae, _hook_of(sae, meta, str(path), hook), str(path), meta)
 
@@ -79,8 +91,8 @@ def load_pretrained_sae(release: str, sae_id: str, device: str | torch.device | 
     except (OSError, ValueError) as e:
         # huggingface_hub raises LocalEntryNotFoundError (an OSError) when offline and uncached.
         raise WorkbenchError(
-            f"cannot load SAE {sae_id!r} of release {release!r}: {e}. Without network the files "
-            f"must already be in the hub cache (HF_HUB_CACHE), with HF_HUB_OFFLINE=1."
+            f"cannot load SAE {sae_id!r} of release {release!r}: {one_line(e)}. Without network "
+            f"the files must already be in the hub cache (HF_HUB_CACHE), with HF_HUB_OFFLINE=1."
         ) from e
     sae.eval()
     meta = {"release": release, "sae_id": sae_id}

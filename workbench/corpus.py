@@ -25,6 +25,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
+from workbench.inputs import read_text
 
 _CODE_HINTS = re.compile(r">>>|\.\.\. |::|[{}\[\]=<>|\\_]|\(\)|^\s*[-*=+#]", re.M)
 
@@ -103,10 +104,7 @@ def fact_texts(facts: FactSet) -> list[str]:
 def read_corpus(path: str | Path) -> list[str]:
     """A user corpus: one text per line (blank lines skipped)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise WorkbenchError(f"cannot read corpus file {path}: {e}") from e
+    lines = read_text(path).splitlines()
     texts = [ln.strip() for ln in lines if ln.strip()]
     if not texts:
         raise WorkbenchError(f"corpus file {path} has no text")

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from workbench.atomic import atomic_dir
-from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError
+from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError, one_line
+from workbench.inputs import read_json
 from workbench.models import Intervention, Subject, check_finite, load_subject
 
 FAMILIES = ("removal-intended", "suppression-intended")
@@ -30,15 +31,32 @@ def register_intervention(cls: type) -> type:
     return cls
 
 
-def intervention_from_spec(directory: Path, spec: dict[str, Any]) -> Intervention:
-    """Rebuild a saved intervention (`spec["type"]` must be registered)."""
+def intervention_types() -> list[str]:
+    """The registered intervention types, after importing the modules that define them."""
+    import workbench.controls  # noqa: F401  (the output-only suppressor control)
     import workbench.operators  # noqa: F401  (registers the built-in intervention types)
 
+    return sorted(_INTERVENTIONS)
+
+
+def intervention_from_spec(directory: Path, spec: dict[str, Any]) -> Intervention:
+    """Rebuild a saved intervention (`spec["type"]` must be registered); a bad spec or file
+    raises `ModelLoadError` naming the intervention's directory."""
     kind = spec.get("type")
-    if kind not in _INTERVENTIONS:
-        raise WorkbenchError(f"unknown intervention type {kind!r} in {directory}; "
-                             f"known: {sorted(_INTERVENTIONS)}")
-    return _INTERVENTIONS[kind].load(directory, spec)
+    if kind not in intervention_types():
+        raise ModelLoadError(f"unknown intervention type {kind!r} in {directory}; "
+                             f"known: {intervention_types()}")
+    if not Path(directory).is_dir():
+        raise ModelLoadError(f"{directory}: the {kind} intervention's directory is missing")
+    try:
+        return _INTERVENTIONS[kind].load(directory, spec)
+    except KeyError as e:
+        raise ModelLoadError(f"{directory}: the saved {kind} intervention has no field {e} in "
+                             f"edit.json") from e
+    except ModelLoadError:
+        raise
+    except (TypeError, ValueError, WorkbenchError) as e:
+        raise ModelLoadError(f"{directory}: bad saved {kind} intervention ({one_line(e)})") from e
 
 
 def now_iso() -> str:
@@ -106,11 +124,18 @@ class Edit:
 
 
 def read_edit_json(directory: Path) -> dict[str, Any]:
+    """A saved edit's `edit.json`, checked for the fields loading needs."""
     path = Path(directory) / "edit.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}") from e
+    doc = read_json(path, ModelLoadError)
+    specs = doc.get("interventions", [])
+    if not isinstance(specs, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("dir"), str) and isinstance(s.get("type"), str)
+            for s in specs):
+        raise ModelLoadError(f"{path}: 'interventions' must be a list of objects with string "
+                             f"fields 'dir' and 'type'")
+    if not isinstance(doc.get("base", ""), str):
+        raise ModelLoadError(f"{path}: 'base' must be a model spec (a string)")
+    return doc
 
 
 def architecture(subject: Subject) -> dict[str, Any]:
@@ -146,8 +171,15 @@ def load_edit_subject(directory: Path, device: torch.device | str | None = None,
                                  f"another subject (load it on its own)")
         # `load_subject` reads the weights and re-attaches any saved interventions itself.
         return load_subject(str(directory), device=device, dtype=dtype)
-    subject = onto if onto is not None else load_subject(doc["base"], device=device, dtype=dtype)
-    return attach_saved_interventions(directory, doc, subject)
+    if onto is None:
+        if not doc.get("base"):
+            raise ModelLoadError(f"{directory / 'edit.json'}: no 'base' (the model spec the "
+                                 f"interventions attach to)")
+        try:
+            onto = load_subject(doc["base"], device=device, dtype=dtype)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{directory}: cannot load its base model: {e}") from e
+    return attach_saved_interventions(directory, doc, onto)
 
 
 def attach_saved_interventions(directory: Path, doc: dict[str, Any], subject: Subject) -> Subject:

@@ -19,3 +19,9 @@ class FactFileError(WorkbenchError):
 
 class LayerError(WorkbenchError):
     """A layer index or hook point does not exist in the subject."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """`e`'s message on one line (library errors often span several), cut to `limit` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -12,6 +12,7 @@ from typing import Any
 
 from workbench.atomic import write_text
 from workbench.errors import FactFileError
+from workbench.inputs import read_text
 
 SPLITS = ("forget", "retain", "holdout", "unseen")
 _FIELDS = {"id", "prompt", "answer", "split", "paraphrases", "entity", "relation"}
@@ -145,17 +146,18 @@ class FactSet:
 
     @classmethod
     def load(cls, path: str | Path) -> FactSet:
-        """Read JSONL; any problem is reported with the file, line and field."""
+        """Read JSONL (UTF-8, a BOM is accepted); any problem is reported with the file, line
+        and field."""
         path = Path(path)
         if not path.exists():
             raise FactFileError(f"fact file not found: {path}")
-        return cls.parse(path.read_text(encoding="utf-8"), str(path))
+        return cls.parse(read_text(path, FactFileError), str(path))
 
     @classmethod
     def parse(cls, text: str, name: str = "<string>") -> FactSet:
         facts: list[Fact] = []
         seen: dict[str, int] = {}
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:

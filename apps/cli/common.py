@@ -14,8 +14,9 @@ from typing import Annotated, ParamSpec, TypeVar, overload
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, one_line
 
 out = Console()
 err = Console(stderr=True)
@@ -55,7 +56,9 @@ def handles_errors(fn=None, *, quiet: bool = True):
             try:
                 return f(*args, **kwargs)
             except WorkbenchError as e:
-                err.print(f"[bold red]error:[/] {e}")
+                # one line, never wrapped, brackets in the message shown as written
+                err.print(f"[bold red]error:[/] {escape(one_line(e, limit=1000))}",
+                          soft_wrap=True)
                 raise typer.Exit(2) from None
 
         return wrapper

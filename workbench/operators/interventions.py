@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from workbench.edits import register_intervention
-from workbench.errors import LayerError, WorkbenchError
+from workbench.errors import LayerError, ModelLoadError, WorkbenchError
+from workbench.inputs import read_tensors
 from workbench.models import decoder_layers, hidden_of, with_hidden
 
 STEER_MODES = ("add", "ablate")
@@ -177,7 +178,8 @@ class ResidualSteer:
 
     @classmethod
     def load(cls, directory: Path, spec: dict[str, Any]) -> ResidualSteer:
-        t = load_file(str(Path(directory) / "steer.safetensors"))
+        t = read_tensors(Path(directory) / "steer.safetensors", ModelLoadError,
+                         required=("directions", "coefs"))
         return cls(tuple(spec["layers"]), t["directions"], t["coefs"], spec["mode"],
                    spec.get("gate_layer"), t.get("gate_w"), spec.get("gate_b", 0.0),
                    spec.get("pad_token_id"), spec.get("name", "steer"), t.get("gate_keys"))
@@ -257,5 +259,6 @@ class PromptPrefix:
 
     @classmethod
     def load(cls, directory: Path, spec: dict[str, Any]) -> PromptPrefix:
-        t = load_file(str(Path(directory) / "prompt.safetensors"))
+        t = read_tensors(Path(directory) / "prompt.safetensors", ModelLoadError,
+                         required=("prefix_ids",))
         return cls(t["prefix_ids"].tolist(), spec["text"], spec.get("name", "prompt"))
