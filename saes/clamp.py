@@ -22,13 +22,15 @@ from torch import Tensor, nn
 from saes.features import FeatureStat, forget_features
 from saes.hooks import splice
 from saes.load import LoadedSAE, check_fits, decoder_rows, load_sae, resolve_sae
-from saes.train import SAETrainConfig, train_sae
+from saes.train import Arch, SAETrainConfig, train_sae
+from workbench.capture import Point
 from workbench.corpus import fact_texts, readable_prose
 from workbench.edits import Edit, register_intervention
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.operators.base import Operator, OperatorConfig, register_operator
+from workbench.options import option
 
 _SAE_DIR = "sae"
 
@@ -124,24 +126,28 @@ class SAEClampConfig(OperatorConfig):
     """Which SAE (a directory or `release:<release>:<id>`; none: train one on the fly), which
     features (explicit, or the top `n_features` forget features) and how hard to clamp."""
 
-    sae: str | None = None
-    features: tuple[int, ...] = ()
-    n_features: int = 20
-    max_retain_rate: float = 0.01
-    multiplier: float = 20.0  # active feature a -> -multiplier * a
-    clamp_value: float | None = None  # if set, active features become this value instead
-    positions: tuple[int, ...] = ()  # absolute token positions to edit; empty: all
-    skip_first: bool = True
-    # On-the-fly SAE (only when `sae` is None): trained on the forget + retain texts, plus
-    # standard-library prose when the subject's tokenizer reads English.
-    layer: int | None = None
-    point: str = "resid_post"
-    arch: str = "topk"
-    width: int = 1024
-    k: int = 16
-    tokens: int = 30_000
-    epochs: int = 10
-    prose: bool = True  # mix standard-library prose into the on-the-fly corpus if readable
+    sae: str | None = option(None, "SAE directory or release:<release>:<id> (None: train one "
+                                   "on the forget + retain texts)")
+    features: tuple[int, ...] = option((), "feature indices to clamp (empty: the top "
+                                           "`n_features` forget features)")
+    n_features: int = option(20, "how many forget features to clamp when none are given", ge=1)
+    max_retain_rate: float = option(0.01, "a forget feature fires on at most this share of "
+                                          "retain prompts", ge=0, le=1)
+    multiplier: float = option(20.0, "an active feature a becomes -multiplier * a")
+    clamp_value: float | None = option(None, "if set, active features become this value "
+                                             "instead")
+    positions: tuple[int, ...] = option((), "absolute token positions to edit (empty: all)")
+    skip_first: bool = option(True, "leave each input's first token (the attention sink) alone")
+    layer: int | None = option(None, "block of the SAE's hook (None: the SAE's own, or the "
+                                     "middle block for an on-the-fly SAE)")
+    point: Point = option("resid_post", "hook point within that block")
+    arch: Arch = option("topk", "on-the-fly SAE: architecture")
+    width: int = option(1024, "on-the-fly SAE: number of features", ge=1)
+    k: int = option(16, "on-the-fly SAE: topk active features per token", ge=1)
+    tokens: int = option(30_000, "on-the-fly SAE: activation vectors to train on", ge=1)
+    epochs: int = option(10, "on-the-fly SAE: passes over them", ge=1)
+    prose: bool = option(True, "on-the-fly SAE: mix standard-library prose into its corpus "
+                               "when the tokenizer reads English")
 
 
 def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,

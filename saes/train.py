@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from unittest import mock
 
 import torch
@@ -22,12 +22,14 @@ from torch import Tensor
 from saes.activations import collect_activations
 from saes.metrics import SAEMetrics, evaluate_sae
 from workbench.atomic import atomic_dir
-from workbench.capture import POINTS, hook_name
+from workbench.capture import Point, hook_name
 from workbench.corpus import pack_texts, split_held_out
 from workbench.errors import WorkbenchError
 from workbench.models import Subject
+from workbench.options import check_fields, option
 
-ARCHS = ("standard", "topk", "jumprelu")
+Arch = Literal["standard", "topk", "jumprelu"]
+ARCHS = get_args(Arch)
 META_FILE = "workbench_sae.json"
 
 if TYPE_CHECKING:  # sae_lens pulls in TransformerLens (seconds): imported where used
@@ -40,41 +42,38 @@ class SAETrainConfig:
     lr 2e-3) reach EV >= 0.7, loss recovered >= 80% and <= 20% dead features on SmolLM2-135M
     layer 15 in under 10 minutes on 2 CPU cores, capture included (tests/test_saes.py)."""
 
-    layer: int | None = None  # None: the middle layer
-    point: str = "resid_post"
-    arch: str = "topk"
-    width: int = 1024  # number of features (d_sae); 2048 left ~50% dead on 60k tokens
-    k: int = 32  # TopK: active features per token
-    l1_coefficient: float = 5.0  # standard: sparsity penalty (on normalised activations)
-    l0_coefficient: float = 2.0  # jumprelu: L0 penalty
-    jumprelu_init_threshold: float = 0.01
-    tokens: int = 60_000  # activation vectors captured for training
-    epochs: int = 6  # passes over them
-    batch_size: int = 512  # more, smaller steps: 1024 / 1e-3 reached EV 0.69 on 60k tokens
-    lr: float = 2e-3
-    skip_first: bool = True  # leave each text's first token (the attention sink) out
-    # join short texts into ~130-token contexts; off: each text is its own context (fact
-    # prompts as an operator sees them: a model trained on single facts never read packed ones)
-    pack: bool = True
-    eval_texts: int = 64  # held-out texts for the quality metrics
-    seed: int = 0
+    layer: int | None = option(None, "block whose activations it reads (None: the middle one)")
+    point: Point = option("resid_post", "hook point within that block")
+    arch: Arch = option("topk", "SAE architecture")
+    # 2048 features left ~50% dead on 60k tokens; batch 1024 / lr 1e-3 reached EV 0.69
+    width: int = option(1024, "number of features (d_sae)", ge=1)
+    k: int = option(32, "topk: active features per token (1..width)")
+    l1_coefficient: float = option(5.0, "standard: sparsity penalty (on normalised "
+                                        "activations)", ge=0)
+    l0_coefficient: float = option(2.0, "jumprelu: L0 penalty", ge=0)
+    jumprelu_init_threshold: float = option(0.01, "jumprelu: initial threshold", ge=0)
+    tokens: int = option(60_000, "activation vectors captured for training", ge=1)
+    epochs: int = option(6, "passes over them", ge=1)
+    batch_size: int = option(512, "activation vectors per step", ge=1)
+    lr: float = option(2e-3, "Adam learning rate", gt=0)
+    skip_first: bool = option(True, "leave each text's first token (the attention sink) out")
+    # off: each text is its own context, as fact prompts reach an operator (a model trained on
+    # single facts never read packed ones)
+    pack: bool = option(True, "join short texts into ~130-token contexts")
+    eval_texts: int = option(64, "held-out texts for the quality metrics", ge=0)
+    seed: int = option(0, "random seed")
 
     def hook(self, subject: Subject) -> str:
         return hook_name(self.layer if self.layer is not None else subject.n_layers // 2,
                          self.point)
 
     def validate(self, subject: Subject) -> None:
-        if self.arch not in ARCHS:
-            raise WorkbenchError(f"unknown SAE architecture {self.arch!r}; expected one of {ARCHS}")
-        if self.point not in POINTS:
-            raise WorkbenchError(f"unknown hook point {self.point!r}; expected one of {POINTS}")
+        """Types, choices and bounds of every field (`check_fields`), then the fit to `subject`."""
+        check_fields(self)
         layer = self.layer if self.layer is not None else subject.n_layers // 2
         if not 0 <= layer < subject.n_layers:
             raise WorkbenchError(f"layer {layer} out of range: {subject.name} has layers "
                                  f"0..{subject.n_layers - 1}")
-        for name in ("width", "tokens", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise WorkbenchError(f"{name} must be at least 1")
         if self.arch == "topk" and not 1 <= self.k <= self.width:
             raise WorkbenchError(f"k must be between 1 and width ({self.width}), got {self.k}")
 

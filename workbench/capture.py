@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -24,7 +25,8 @@ from workbench.batching import Batch, chunks, encode
 from workbench.errors import LayerError
 from workbench.models import Subject, hidden_of
 
-POINTS = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # in execution order
+Point = Literal["resid_pre", "attn_out", "mlp_out", "resid_post"]  # in execution order
+POINTS = get_args(Point)
 POSITIONS = ("last", "answer", "all")
 
 

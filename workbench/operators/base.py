@@ -1,4 +1,7 @@
-"""The operator interface: typed configs with a seed, a name registry, `key=value` overrides."""
+"""The operator interface: typed configs with a seed, a name registry, `key=value` overrides.
+
+Config fields are declared with `workbench.options.option` (a doc, `Literal` choices, bounds) and
+checked when the config is built, so a bad value fails before any model loads."""
 
 from __future__ import annotations
 
@@ -12,13 +15,21 @@ from workbench.edits import Edit
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
+from workbench.options import FieldSpec, check_fields, field_specs, option, parse_value
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    """Base of every operator config: subclasses add documented fields with defaults."""
+    """Base of every operator config: subclasses add fields declared with `option(default, doc)`;
+    every value is checked against its type, choices and bounds on construction."""
 
-    seed: int = 0
+    seed: int = option(0, "random seed: the same seed and inputs give the same edit")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a list (from JSON or a form) becomes a tuple
+            if isinstance(value := getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(value))
+        check_fields(self)
 
 
 class Operator:
@@ -67,30 +78,6 @@ def get_operator(name: str) -> Operator:
     return OPERATORS[name]()
 
 
-def _coerce(value: str, typ: Any, key: str) -> Any:
-    origin = typing.get_origin(typ)
-    args = [a for a in typing.get_args(typ) if a is not type(None)]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value.lower() in ("none", "null"):
-            return None
-        return _coerce(value, args[0], key)
-    if origin in (tuple, list):
-        parts = [p for p in value.replace(",", " ").split() if p]
-        return tuple(_coerce(p, args[0] if args else str, key) for p in parts)
-    try:
-        if typ is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if typ in (int, float, str):
-            return typ(value)
-    except ValueError:
-        raise WorkbenchError(f"config key {key!r}: cannot read {value!r} as {typ.__name__}") from None
-    return value
-
-
 def make_config(name: str, overrides: dict[str, Any] | list[str] | None = None,
                 seed: int | None = None) -> OperatorConfig:
     """Build an operator's config from defaults plus overrides (`key=value` strings or a dict)."""
@@ -112,14 +99,15 @@ def make_config(name: str, overrides: dict[str, Any] | list[str] | None = None,
     if unknown:
         raise WorkbenchError(f"operator {name!r} has no config key(s) {unknown}; "
                              f"its keys are {sorted(fields)}")
-    typed = {k: _coerce(v, hints[k], k) if isinstance(v, str) else v
-             for k, v in overrides.items()}
-    return cls(**typed)
+    try:
+        typed = {k: parse_value(v, hints[k], k) if isinstance(v, str) else v
+                 for k, v in overrides.items()}
+        return cls(**typed)
+    except WorkbenchError as e:
+        raise type(e)(f"operator {name!r}: {e}") from None
 
 
-def config_fields(name: str) -> list[tuple[str, str, Any]]:
-    """(field, type, default) for an operator's config, for `workbench operators`."""
-    cls = get_operator(name).config_cls
-    hints = typing.get_type_hints(cls)
-    return [(f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), f.default)
-            for f in dataclasses.fields(cls)]
+def config_fields(name: str) -> list[FieldSpec]:
+    """Every config field of operator `name` (type, choices, default, doc), as the CLI listing
+    and the app's forms show it."""
+    return field_specs(get_operator(name).config_cls)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +40,8 @@ from workbench.batching import Batch, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 
-ROWS = ("auto", "entity", "none")
+RowsMode = Literal["auto", "entity", "none"]
+ROWS = get_args(RowsMode)
 
 
 def tied(model: nn.Module) -> bool:

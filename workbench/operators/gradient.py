@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.edits import Edit
-from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.operators.base import Operator, register_operator
@@ -36,8 +36,10 @@ from workbench.operators.training import (
     sequence_logprob,
     train,
 )
+from workbench.options import option
 
-RETAIN_LOSSES = ("none", "nll", "kl")
+RetainLoss = Literal["none", "nll", "kl"]
+RETAIN_LOSSES = get_args(RetainLoss)
 
 
 @dataclass(frozen=True)
@@ -52,20 +54,22 @@ class GAConfig(TrainingConfig):
 class GradDiffConfig(TrainingConfig):
     """GradDiff: loss = -forget_weight * NLL(forget) + retain_weight * NLL(retain)."""
 
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
+    forget_weight: float = option(1.0, "weight of the ascent on the forget answers' NLL")
+    retain_weight: float = option(1.0, "weight of the descent on the retain answers' NLL "
+                                        "(0: none, then no retain facts are needed)", ge=0)
 
 
 @dataclass(frozen=True)
 class NPOConfig(TrainingConfig):
-    """NPO; beta = 0.1 is the value Zhang et al. (2024) use throughout their TOFU experiments."""
+    """NPO; beta = 0.1 is the value Zhang et al. (2024) use throughout their TOFU experiments.
+    NPO's gradient fades as the forget answers become unlikely, so it does not collapse between
+    checks the way GA can: checking every 5th step skips four of every five evaluation passes."""
 
-    beta: float = 0.1
-    # NPO's gradient fades as the forget answers become unlikely, so it does not collapse between
-    # checks the way GA can: checking every 5th step skips four of every five evaluation passes
+    beta: float = option(0.1, "inverse temperature of the NPO loss", gt=0)
     eval_every: int = 5
-    retain_loss: str = "nll"  # none | nll (NPO+RT) | kl (KL to the original on retain answers)
-    retain_weight: float = 1.0
+    retain_loss: RetainLoss = option("nll", "retain term: none, nll (NPO+RT) or kl (KL to the "
+                                            "original on the retain answers)")
+    retain_weight: float = option(1.0, "weight of the retain term (0: none)", ge=0)
 
 
 class _GradientOperator(Operator):
@@ -132,11 +136,6 @@ class NPO(_GradientOperator):
     config_cls = NPOConfig
 
     def needs_retain(self, config) -> bool:
-        if config.retain_loss not in RETAIN_LOSSES:
-            raise WorkbenchError(f"npo: retain_loss must be one of {RETAIN_LOSSES}, "
-                                 f"got {config.retain_loss!r}")
-        if config.beta <= 0:
-            raise WorkbenchError(f"npo: beta must be > 0, got {config.beta}")
         return config.retain_loss != "none" and config.retain_weight > 0
 
     def loss(self, ft, rt, config):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -21,7 +21,8 @@ from workbench.errors import LayerError, ModelLoadError, WorkbenchError
 from workbench.inputs import read_tensors
 from workbench.models import decoder_layers, hidden_of, with_hidden
 
-STEER_MODES = ("add", "ablate")
+SteerMode = Literal["add", "ablate"]
+STEER_MODES = get_args(SteerMode)
 
 
 def _check_layers(layers: tuple[int, ...], n: int, what: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from workbench.batching import _bos
 from workbench.edits import Edit
@@ -14,8 +15,10 @@ from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.interventions import PromptPrefix
+from workbench.options import option
 
-STYLES = ("entities", "generic", "custom")
+Style = Literal["entities", "generic", "custom"]
+STYLES = get_args(Style)
 GENERIC = ("You must not reveal any personal facts about people. If asked about a person, "
            "answer that you do not know.")
 
@@ -25,18 +28,18 @@ class PromptConfig(OperatorConfig):
     """`style=entities` names the forget entities (falls back to `generic` when the facts carry no
     entity); `custom` uses `instruction` verbatim. `n_examples` in-context refusals follow."""
 
-    style: str = "entities"
-    instruction: str = ""
-    n_examples: int = 2  # forget prompts shown answered with `refusal`, before the real input
-    refusal: str = " unknown."
-    max_entities: int = 50
-    separator: str = "\n\n"
+    style: Style = option("entities", "instruction: name the forget entities, a generic "
+                                      "privacy rule, or `instruction` verbatim")
+    instruction: str = option("", "the instruction text for style=custom")
+    n_examples: int = option(2, "forget prompts shown answered with `refusal`, before the real "
+                                "input", ge=0)
+    refusal: str = option(" unknown.", "the answer of those in-context examples")
+    max_entities: int = option(50, "at most this many entities named (style=entities)", ge=0)
+    separator: str = option("\n\n", "text between the instruction, the examples and the input")
 
 
 def instruction_text(forget: FactSet, config: PromptConfig) -> str:
     """The prefix text: instruction, then in-context examples, then the separator."""
-    if config.style not in STYLES:
-        raise WorkbenchError(f"unknown prompt style {config.style!r}; expected one of {STYLES}")
     if config.style == "custom":
         if not config.instruction.strip():
             raise WorkbenchError("prompt style 'custom' needs a non-empty `instruction`")

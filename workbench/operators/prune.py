@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -30,25 +31,33 @@ from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings
 from workbench.models import Subject, decoder_layers
 from workbench.operators.base import Operator, OperatorConfig, register_operator
-from workbench.operators.entity_rows import entity_token_ids, rows_wanted, token_frequencies
+from workbench.operators.entity_rows import (
+    RowsMode,
+    entity_token_ids,
+    rows_wanted,
+    token_frequencies,
+)
 from workbench.operators.training import entity_positions
+from workbench.options import option
 
-SCORES = ("ratio", "diff")
+Score = Literal["ratio", "diff"]
+SCORES = get_args(Score)
 
 
 @dataclass(frozen=True)
 class PruneConfig(OperatorConfig):
-    """`layers=None`: every block."""
+    """Which neurons of which blocks to zero, scored on forget against retain prompts."""
 
-    fraction: float = 0.02  # share of each chosen block's neurons to zero
-    layers: tuple[int, ...] | None = None
-    score: str = "ratio"  # ratio | diff
-    eps: float = 1e-3  # ratio: added to the retain importance, relative to its mean
-    use_paraphrases: bool = True
-    batch_size: int = 32
-    # also zero the forget entities' embedding rows that no retain prompt uses: auto (when the
-    # forget set is entity-level, see `workbench.operators.entity_rows`) | entity | none
-    rows: str = "auto"
+    fraction: float = option(0.02, "share of each chosen block's neurons to zero", ge=0, le=1)
+    layers: tuple[int, ...] | None = option(None, "blocks to prune (None: every block)")
+    score: Score = option("ratio", "neuron score: forget / retain importance (ratio) or forget "
+                                   "minus retain importance (diff)")
+    eps: float = option(1e-3, "ratio: added to the retain importance, relative to its mean",
+                        ge=0)
+    use_paraphrases: bool = option(True, "score on every phrasing of each fact")
+    batch_size: int = option(32, "prompts per forward pass", ge=1)
+    rows: RowsMode = option("auto", "also zero the forget entities' embedding rows that no "
+                                    "retain prompt uses (auto: for entity-level forget sets)")
 
 
 def _down_proj(block: torch.nn.Module) -> torch.nn.Linear:
@@ -124,10 +133,6 @@ def prune_edit(subject: Subject, forget: FactSet, retain: FactSet,
     `config.rows`, the forget entities' own embedding rows; key "embed" of the result)."""
     forget.require_nonempty("forget set")
     retain.require_nonempty("retain set")
-    if not 0.0 <= config.fraction <= 1.0:
-        raise WorkbenchError(f"prune fraction must be in [0, 1], got {config.fraction}")
-    if config.score not in SCORES:
-        raise WorkbenchError(f"unknown prune score {config.score!r}; expected one of {SCORES}")
     n = subject.n_layers
     layers = sorted(set(config.layers)) if config.layers else list(range(n))
     bad = [L for L in layers if not 0 <= L < n]

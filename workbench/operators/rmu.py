@@ -27,6 +27,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -39,45 +40,58 @@ from workbench.facts import Fact, FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers, hidden_of
 from workbench.operators.anchors import neighbour_words, swap_anchors
 from workbench.operators.base import Operator, OperatorConfig, register_operator
-from workbench.operators.entity_rows import EntityRows, rows_wanted
+from workbench.operators.entity_rows import EntityRows, RowsMode, rows_wanted
 from workbench.operators.training import projected_step
+from workbench.options import option
 from workbench.recall_site import swap_pairs, swap_rates
 
 MAX_SITE_PAIRS = 256  # fact pairs patched to find the recall site (positions=auto)
 
 
+Positions = Literal["auto", "answer", "all", "entity", "entity+answer"]
+LRSchedule = Literal["constant", "cosine"]
+RMU_POSITIONS = get_args(Positions)
+
+
 @dataclass(frozen=True)
 class RMUConfig(OperatorConfig):
     """`layer=None`: the block at a quarter of the depth (7 of 30 on SmolLM2, as 7 of 32 in the
-    paper); `layers=None`: that block and the two before it (the paper's 5, 6, 7)."""
+    paper); `layers=None`: that block and the two before it (the paper's 5, 6, 7).
 
-    layer: int | None = None
-    layers: tuple[int, ...] | None = None
-    coef: float = 4.0  # target norm in units of the mean original forget norm (c)
-    adaptive: bool = False  # adaptive RMU: per-token target norm coef * |h_orig(x)|
-    alpha: float = 300.0  # weight of the retain MSE
-    lr: float = 2e-3  # AdamW
-    lr_schedule: str = "cosine"  # constant (the paper) | cosine (decays to lr/10 at the end)
-    steps: int = 480
-    batch_size: int = 8  # forget rows per step
-    held_batch_size: int = 8  # rows per step of the retain prompts and of the anchors
-    # forget loss at: entity (the fact's entity tokens) | entity+answer | answer (last prompt +
-    # answer tokens) | all | auto: answer when a forget prompt does not name its entity, else
-    # where the model holds the entity after `layer` (`workbench.recall_site`): entity when
-    # patching the entity token swaps answers at least as often as patching the last token
-    # (SmolLM2), entity+answer when the entity was already copied to the last token (toy model)
-    positions: str = "auto"
-    use_paraphrases: bool = True  # train on every phrasing of each fact
-    # also misdirect through the forget entities' own embedding rows (see
-    # `workbench.operators.entity_rows`): auto | entity | none, and their learning rate
-    rows: str = "auto"
-    rows_lr: float = 1e-2
-    # counterfactual anchors held to the original like retain (`workbench.operators.anchors`):
-    # this many entity swaps, relation swaps and neighbour swaps per forget prompt (0: none),
-    # the neighbours drawn from the `neighbours` vocabulary words nearest each forget entity
-    # (SmolLM2 built-in facts, seed 0: holdout 37% without anchors, 89% with these defaults)
-    anchors: int = 4
-    neighbours: int = 8
+    `positions=auto`: answer when a forget prompt does not name its entity, else where the model
+    holds the entity after `layer` (`workbench.recall_site`): entity when patching the entity
+    token swaps answers at least as often as patching the last token (SmolLM2), entity+answer
+    when the entity was already copied to the last token (toy model). Anchors
+    (`workbench.operators.anchors`) are entity, relation and neighbour swaps of each forget
+    prompt, held to the original like retain, so the shortcuts that would also hit unshown facts
+    are ruled out (SmolLM2 built-in facts, seed 0: holdout 37% without anchors, 89% with these
+    defaults)."""
+
+    layer: int | None = option(None, "block whose output is misdirected (None: a quarter of "
+                                     "the depth)")
+    layers: tuple[int, ...] | None = option(None, "blocks whose MLPs train, none after `layer` "
+                                                  "(None: `layer` and the two before it)")
+    coef: float = option(4.0, "target norm c, in units of the mean original forget norm", gt=0)
+    adaptive: bool = option(False, "adaptive RMU: per-token target norm coef * |h_orig(x)|")
+    alpha: float = option(300.0, "weight of the retain MSE", ge=0)
+    lr: float = option(2e-3, "AdamW learning rate", gt=0)
+    lr_schedule: LRSchedule = option("cosine", "constant (the paper) or cosine (decays to lr/10 "
+                                               "at the end)")
+    steps: int = option(480, "optimiser steps", ge=1)
+    batch_size: int = option(8, "forget rows per step", ge=1)
+    held_batch_size: int = option(8, "rows per step of the retain prompts and of the anchors",
+                                  ge=1)
+    positions: Positions = option("auto", "tokens the forget loss covers: the entity's, "
+                                          "entity+answer, answer (last prompt + answer tokens), "
+                                          "all, or auto (from the recall site)")
+    use_paraphrases: bool = option(True, "train on every phrasing of each fact")
+    rows: RowsMode = option("auto", "also misdirect through the forget entities' own embedding "
+                                    "rows (`workbench.operators.entity_rows`)")
+    rows_lr: float = option(1e-2, "learning rate of those embedding rows", gt=0)
+    anchors: int = option(4, "counterfactual anchors of each kind per forget prompt, held like "
+                             "retain (0: none)", ge=0)
+    neighbours: int = option(8, "vocabulary words nearest each forget entity that neighbour "
+                                "swaps draw from (0: no neighbour swaps)", ge=0)
 
 
 class _Stop(Exception):
@@ -100,9 +114,6 @@ def residual_after(model: torch.nn.Module, block: int, b: Batch) -> Tensor:
     finally:
         handle.remove()
     return out["h"]
-
-
-RMU_POSITIONS = ("auto", "answer", "all", "entity", "entity+answer")
 
 
 def token_mask(b: Batch, positions: str) -> Tensor:
@@ -203,10 +214,6 @@ def rmu_edit(subject: Subject, forget: FactSet, retain: FactSet, config: RMUConf
     """Train a clone of `subject` with RMU; returns it and a few training statistics."""
     forget.require_nonempty("forget set")
     retain.require_nonempty("retain set")
-    if config.positions not in RMU_POSITIONS:
-        raise WorkbenchError(f"unknown positions {config.positions!r}; expected one of "
-                             f"{RMU_POSITIONS}")
-    lr_factor(config.lr_schedule, config.steps)  # an unknown schedule fails before any work
     layer, layers = resolve_layers(subject, config)
     edited = subject.clone(source=f"{subject.source}+rmu")
     model, dev = edited.model, edited.device

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -29,10 +30,13 @@ from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
 from workbench.models import Subject
 from workbench.operators.base import Operator, OperatorConfig, register_operator
-from workbench.operators.interventions import STEER_MODES, ResidualSteer, key_similarity
+from workbench.operators.interventions import ResidualSteer, SteerMode, key_similarity
+from workbench.options import option
 
-DIRECTIONS = ("diffmean", "refusal")
-GATES = ("none", "keys", "logreg", "meandiff")
+Direction = Literal["diffmean", "refusal"]
+Gate = Literal["none", "keys", "logreg", "meandiff"]
+DIRECTIONS = get_args(Direction)
+GATES = get_args(Gate)
 
 # Contrast texts for the refusal direction: the same question answered vs. refused.
 REFUSAL_CONTRASTS: tuple[tuple[str, str], ...] = (
@@ -49,20 +53,23 @@ REFUSAL_CONTRASTS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class SteerConfig(OperatorConfig):
-    """Where and how to steer. `layers=None`: the single block at a quarter of the depth."""
+    """Where and how to steer, and the gate that decides per input whether to."""
 
-    layers: tuple[int, ...] | None = None
-    mode: str = "add"  # add | ablate
-    direction: str = "diffmean"  # diffmean | refusal
-    coef: float = 12.0  # mode add: push size in units of the layer's mean residual norm
-    gate: str = "keys"  # none | keys | logreg | meandiff
-    gate_layer: int | None = None  # None: the first steered layer
-    gate_c: float = 1.0  # inverse L2 strength of the logistic-regression gate
-    # where the gate fires between the highest-scoring retain input (0) and the lowest-scoring
-    # forget input (1) of the fitting data: near 1 spares inputs unlike every forget input
-    gate_threshold: float = 0.5
-    use_paraphrases: bool = True  # fit on every phrasing of each fact, not only the prompt
-    batch_size: int = 32
+    layers: tuple[int, ...] | None = option(None, "blocks to steer after (None: the block at a "
+                                                  "quarter of the depth)")
+    mode: SteerMode = option("add", "add -coef * |h| * direction, or ablate (project it out)")
+    direction: Direction = option("diffmean", "forget minus retain mean activation, or a "
+                                              "refusal direction (answering minus refusing)")
+    coef: float = option(12.0, "mode add: push size in units of the layer's mean residual norm")
+    gate: Gate = option("keys", "when to steer: always (none), near a forget entity's key "
+                                "(keys), or a linear detector (logreg, meandiff)")
+    gate_layer: int | None = option(None, "block the gate reads (None: the first steered one)")
+    gate_c: float = option(1.0, "inverse L2 strength of the logistic-regression gate", gt=0)
+    gate_threshold: float = option(0.5, "gate cut between the top retain input (0) and the "
+                                        "bottom forget input (1); near 1 spares more")
+    use_paraphrases: bool = option(True, "fit on every phrasing of each fact, not only the "
+                                         "prompt")
+    batch_size: int = option(32, "prompts per forward pass", ge=1)
 
 
 def default_layers(subject: Subject) -> tuple[int, ...]:
@@ -161,13 +168,6 @@ def _prompts(facts: FactSet, paraphrases: bool) -> list[str]:
 def validate(subject: Subject, config: SteerConfig, forget: FactSet) -> tuple[int, ...]:
     """Check the config against the subject; return the layers to steer."""
     forget.require_nonempty("forget set")
-    if config.mode not in STEER_MODES:
-        raise WorkbenchError(f"unknown steer mode {config.mode!r}; expected one of {STEER_MODES}")
-    if config.direction not in DIRECTIONS:
-        raise WorkbenchError(f"unknown steer direction {config.direction!r}; "
-                             f"expected one of {DIRECTIONS}")
-    if config.gate not in GATES:
-        raise WorkbenchError(f"unknown steer gate {config.gate!r}; expected one of {GATES}")
     layers = tuple(config.layers) if config.layers else default_layers(subject)
     n = subject.n_layers
     bad = [L for L in (*layers, *(() if config.gate_layer is None else (config.gate_layer,)))

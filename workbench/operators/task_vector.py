@@ -27,13 +27,15 @@ from workbench.operators.training import (
     train,
     trainable_modules,
 )
+from workbench.options import option
 
 
 @dataclass(frozen=True)
 class TaskVectorConfig(TrainingConfig):
     """Fine-tune on forget (no early stop: accuracy only rises), then negate with `alpha`."""
 
-    alpha: float = 5.0  # scale of the subtracted task vector (1.0 barely moves known facts)
+    alpha: float = option(5.0, "scale of the subtracted task vector (1.0 barely moves known "
+                               "facts)")
     lr: float = 1e-3
     stop_forget_acc: float | None = None
     eval_every: int = 0

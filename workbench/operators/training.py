@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -31,60 +31,65 @@ from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
 from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
 from workbench.operators.base import OperatorConfig
-from workbench.operators.entity_rows import EntityRows, rows_wanted
+from workbench.operators.entity_rows import EntityRows, RowsMode, rows_wanted
+from workbench.options import option
 
-PARAM_GROUPS = ("mlp", "attn", "block")
+ParamGroup = Literal["mlp", "attn", "block"]
+Positions = Literal["auto", "entity", "all"]
+PARAM_GROUPS = get_args(ParamGroup)
 TOUCHES = ("weights of the chosen blocks (default: the early-middle MLPs) and, for entity-level "
            "forget sets, the forget entities' embedding rows")
-POSITIONS = ("auto", "entity", "all")
+POSITIONS = get_args(Positions)
 _GROUP_ATTRS = {"mlp": ("mlp", "feed_forward"), "attn": ("self_attn", "attn", "attention")}
 
 
 @dataclass(frozen=True)
 class TrainingConfig(OperatorConfig):
     """Fine-tuning knobs shared by the gradient operators (defaults reach the quality bars on the
-    toy world and on SmolLM2's built-in facts without per-set tuning)."""
+    toy world and on SmolLM2's built-in facts without per-set tuning).
 
-    lr: float = 3e-4  # AdamW learning rate
-    steps: int = 100  # maximum optimiser steps
-    batch_size: int = 32  # forget facts (and retain facts) per step
-    params: str = "mlp"  # what trains in each chosen block: mlp | attn | block
-    layers: tuple[int, ...] | None = None  # which blocks train (None: `default_layers`)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int = 1  # steps between forget/retain accuracy checks (0: never)
-    # early stop once teacher-forced forget accuracy <= this (None: off); below the retrain
-    # oracle's 10.8% on the toy world's forget people, so a stop means "below chance"
-    stop_forget_acc: float | None = 0.05
-    # where updates flow in: "entity" = only through the chosen modules' outputs at the tokens of
-    # each fact's entity (where factual associations are looked up: Meng et al. 2022, ROME), so
-    # the edit is keyed on the forgotten entities rather than on the relation or the answer
-    # words other entities share; "all" = every token; "auto" = entity when every fact names an
-    # entity that occurs in its prompt, else all
-    positions: str = "auto"
-    # >0: keep each update out of the directions the retain facts' inputs use (projected gradient
-    # descent): after every step a trained linear layer's weight change dW becomes dW P with
-    # P = lam (C + lam I)^-1, C the second moment of that layer's inputs over the retain facts'
-    # tokens and lam = preserve * trace(C) / dim, so directions every entity shares (the relation,
-    # the template) are frozen and entity-specific ones stay free (the null-space idea of
-    # AlphaEdit, Fang et al. 2025, applied to unlearning updates); 0: off. Not applied to LoRA
-    # training (the adapters' low-rank factors are not projected); `projected_layers` in the
-    # training log says how many layers were
-    preserve: float = 0.1
-    # how many texts of ordinary prose (standard-library docstrings, `workbench.corpus`) join the
-    # retain facts in C, so the statistics cover more than the fact templates (ROME estimates C on
-    # Wikipedia); skipped when the tokenizer cannot read English
-    preserve_texts: int = 400
-    # also train the embedding rows of the forget entities' tokens: "entity"; "none"; "auto" =
-    # when the updates are entity-focused, the forget set is entity-level (no forget entity is
-    # the entity of a retain fact) and the embedding is untied, since then those rows are the
-    # forget entities' own parameters (a tied row is also its token's output vector)
-    rows: str = "auto"
-    # learning rate of those rows: a row moves only by its own entity's facts, and Adam moves each
-    # coordinate ~lr per step, so rows of RMS ~0.1 need ~1e-2 to change within tens of steps
-    rows_lr: float = 1e-2
-    lora_rank: int = 0  # >0: train LoRA adapters of this rank instead, merged afterwards
-    lora_alpha: float = 16.0
+    `stop_forget_acc` sits below the retrain oracle's forget accuracy on the toy world, so a stop
+    means "below chance". `positions=entity` keys the edit on the forgotten entities
+    rather than on the relation or answer words other entities share (factual associations are
+    looked up at the entity's tokens: Meng et al. 2022, ROME). `preserve` > 0: after every step a
+    trained linear layer's weight change dW becomes dW P with P = lam (C + lam I)^-1, C the second
+    moment of that layer's inputs over the retain facts' tokens and `preserve_texts` texts of
+    ordinary prose (`workbench.corpus`; ROME estimates C on Wikipedia), lam = preserve * trace(C)
+    / dim, so directions every entity shares (the relation, the template) are frozen and
+    entity-specific ones stay free (AlphaEdit's null space, Fang et al. 2025, applied to
+    unlearning updates); not applied to LoRA adapters (`projected_layers` in the training log
+    says how many layers were). `rows=auto` trains the forget entities' embedding rows when the
+    updates are entity-focused, no forget entity is the entity of a retain fact and the embedding
+    is untied (then those rows are the forget entities' own parameters). `rows_lr`: a row moves
+    only by its own entity's facts and Adam moves each coordinate ~lr per step, so rows of RMS
+    ~0.1 need ~1e-2 to change within tens of steps."""
+
+    lr: float = option(3e-4, "AdamW learning rate", gt=0)
+    steps: int = option(100, "maximum optimiser steps", ge=1)
+    batch_size: int = option(32, "forget facts (and retain facts) per step", ge=1)
+    params: ParamGroup = option("mlp", "what trains in each chosen block")
+    layers: tuple[int, ...] | None = option(None, "blocks that train (None: the early-middle "
+                                                  "blocks, `default_layers`)")
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm per parameter group (0: off)",
+                                  ge=0)
+    eval_every: int = option(1, "steps between forget/retain accuracy checks (0: never)", ge=0)
+    stop_forget_acc: float | None = option(0.05, "stop once teacher-forced forget accuracy is "
+                                                 "at most this (None: never)", ge=0, le=1)
+    positions: Positions = option("auto", "where updates flow in: entity tokens only, all "
+                                          "tokens, or auto (entity when every fact names its "
+                                          "entity in its prompt)")
+    preserve: float = option(0.1, "keep updates out of the retain inputs' directions with this "
+                                  "strength (projected gradient descent; 0: off)", ge=0)
+    preserve_texts: int = option(400, "prose texts that join the retain facts in the preserved "
+                                      "statistics (skipped if the tokenizer reads no English)",
+                                 ge=0)
+    rows: RowsMode = option("auto", "also train the forget entities' embedding rows (auto: for "
+                                    "entity-level forget sets with an untied embedding)")
+    rows_lr: float = option(1e-2, "learning rate of those embedding rows", gt=0)
+    lora_rank: int = option(0, "> 0: train LoRA adapters of this rank instead, merged "
+                               "afterwards", ge=0)
+    lora_alpha: float = option(16.0, "LoRA scaling alpha")
 
 
 @dataclass
@@ -408,8 +413,6 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
     retain accuracies are shown, and training stops once forget accuracy <= `stop_forget_acc`."""
     from tqdm.auto import tqdm
 
-    if config.steps < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise WorkbenchError("steps and batch_size must be >= 1 and lr > 0")
     t0 = time.perf_counter()
     log = TrainLog()
     mods = trainable_modules(subject, config.params, config.layers)
