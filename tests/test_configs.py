@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import pytest
 from typer.testing import CliRunner
 
-from saes.train import SAETrainConfig
 from apps.cli import app
+from saes.train import SAETrainConfig
 from workbench.errors import WorkbenchError
 from workbench.operators import OPERATORS, config_fields, get_operator, make_config
 from workbench.options import FieldSpec, check_fields, field_specs, option, parse_value
