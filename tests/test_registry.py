@@ -1,5 +1,5 @@
-"""The registry type, its users (operators, intervention kinds, architectures), entry-point
-plug-ins, and saved edits re-loading every core intervention kind."""
+"""The registry type, its users (operators, intervention kinds, probes, architectures, figures),
+entry-point plug-ins, and saved edits re-loading every core intervention kind."""
 
 from __future__ import annotations
 
@@ -170,6 +170,26 @@ def test_operator_registry_keeps_its_public_names():
 
     with pytest.raises(RegistryError, match="operator 'ga' registered twice"):
         register_operator(Clash)
+
+
+def test_probe_registry_is_explicit_and_complete():
+    from probes import PROBES, available, get_probe
+    from probes.base import Probe
+
+    assert available() == ["behavior_pressure", "logit_lens", "linear_probes", "clusters",
+                           "signal", "activation_patching", "attribution_patching",
+                           "parameter_restoration"]
+    for name in available():
+        assert isinstance(PROBES[name], Probe) and PROBES[name].name == name
+    with pytest.raises(UnknownNameError, match="unknown analysis module 'nope'; known: \\["):
+        get_probe("nope")
+
+
+def test_every_probe_has_a_figure():
+    from apps.figures import FIGURES
+    from probes import available
+
+    assert set(available()) <= set(FIGURES)
 
 
 def test_architecture_layouts(tiny):
