@@ -1,82 +1,80 @@
-"""Analysis modules: each maps (M0, M1, facts, oracle) to a `Finding`. A name registry and
-`run_battery`, which runs them all (part B's patching modules too, when importable)."""
+"""Analysis modules: each maps a `ProbeContext` (M0, M1, facts, oracle, ...) to a `Finding`.
+
+`PROBES` registers every module explicitly, in battery order (a module that fails to import
+fails loudly); `run_battery` builds one context and hands each probe the findings of those
+before it (attribution patching reads activation patching's)."""
 
 from __future__ import annotations
 
-import importlib
-import time
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
+from typing import Any
 
-from probes.base import READINGS, Finding
-from workbench.errors import WorkbenchError
+from probes import (
+    attribution,
+    behavior_pressure,
+    clusters,
+    linear_probes,
+    logit_lens,
+    patching,
+    restoration,
+    signal,
+)
+from probes.base import READINGS, Finding, Probe, ProbeContext, ProbeSpec
 from workbench.facts import FactSet
 from workbench.models import Subject, check_compatible
+from workbench.registry import Registry
 
-ProbeFn = Callable[..., Finding]
-
-# name -> "module:function"; imported lazily so a missing optional module never breaks the rest.
-_SPECS: dict[str, str] = {
-    "behavior_pressure": "probes.behavior_pressure:behavior_pressure",
-    "logit_lens": "probes.logit_lens:logit_lens",
-    "linear_probes": "probes.linear_probes:linear_probes",
-    "clusters": "probes.clusters:clusters",
-    "signal": "probes.signal:signal",
-    "activation_patching": "probes.patching:activation_patching",
-    "attribution_patching": "probes.attribution:attribution_patching",
-    "parameter_restoration": "probes.restoration:parameter_restoration",
-}
-PROBES: dict[str, ProbeFn] = {}
+PROBES: Registry[Probe] = Registry("analysis module", name_of=lambda p: p.name)
+for _module in (behavior_pressure, logit_lens, linear_probes, clusters, signal, patching,
+                attribution, restoration):
+    PROBES.register(_module.PROBE.name, _module.PROBE)
 
 
-def register_probe(name: str, fn: ProbeFn) -> ProbeFn:
-    """Add a module to the battery under `name`."""
-    PROBES[name] = fn
-    return fn
-
-
-def _load() -> dict[str, ProbeFn]:
-    for name, spec in _SPECS.items():
-        if name in PROBES:
-            continue
-        mod, fn = spec.split(":")
-        try:
-            PROBES[name] = getattr(importlib.import_module(mod), fn)
-        except (ModuleNotFoundError, AttributeError):
-            continue  # a module not written (or installed) yet: the battery runs without it
-    return PROBES
+def register_probe(probe: Probe) -> Probe:
+    """Add a probe (a `Probe`, e.g. a `ProbeSpec`) to the battery, after the built-in ones."""
+    return PROBES.register(probe.name, probe)
 
 
 def available() -> list[str]:
-    """Names of the modules that can run here, in battery order."""
-    return list(_load())
+    """Names of the registered modules, in battery order."""
+    return PROBES.names()
 
 
-def get_probe(name: str) -> ProbeFn:
-    probes = _load()
-    if name not in probes:
-        raise WorkbenchError(f"unknown analysis module {name!r}; known: {sorted(probes)}")
-    return probes[name]
+def get_probe(name: str) -> Callable[..., Finding]:
+    """The module as a function `(m0, m1, facts, oracle=None, seed=0, progress=False,
+    device=None, **options) -> Finding` (options: its thresholds and its own keywords);
+    `PROBES[name]` is the `Probe` itself. An unknown name raises, listing the known ones."""
+    probe = PROBES[name]
+
+    def run(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+            seed: int = 0, progress: bool = False, device: str | None = None,
+            **options: Any) -> Finding:
+        return probe(ProbeContext(m0, m1, facts, oracle, seed, progress, device), **options)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 def run_battery(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
                 modules: Sequence[str] | None = None, seed: int = 0,
-                progress: bool = True) -> list[Finding]:
-    """Run the named modules (default: all available) and return their findings in order."""
+                progress: bool = True, device: str | None = None) -> list[Finding]:
+    """Run the named modules (default: all) in order on one context and return their findings;
+    each probe sees the findings of those before it in `ctx.findings`."""
     check_compatible(m0, m1)
     if oracle is not None:
         check_compatible(m0, oracle)
-    names = list(modules) if modules else available()
-    fns = [(n, get_probe(n)) for n in names]
+    probes = [PROBES[n] for n in (modules or available())]  # unknown names fail before any work
+    done: dict[str, Finding] = {}
+    ctx = ProbeContext(m0, m1, facts, oracle, seed, progress, device, MappingProxyType(done))
     findings = []
-    for name, fn in fns:
+    for probe in probes:
         if progress:
-            print(f"[probes] {name} ...", flush=True)
-        t0 = time.perf_counter()
-        f = fn(m0, m1, facts, oracle=oracle, seed=seed, progress=progress)
-        f.seconds = f.seconds or time.perf_counter() - t0
-        findings.append(f)
+            print(f"[probes] {probe.name} ...", flush=True)
+        findings.append(probe(ctx))
+        done[probe.name] = findings[-1]
     return findings
 
 
-__all__ = ["PROBES", "READINGS", "Finding", "available", "get_probe", "register_probe",
-           "run_battery"]
+__all__ = ["PROBES", "READINGS", "Finding", "Probe", "ProbeContext", "ProbeSpec", "available",
+           "get_probe", "register_probe", "run_battery"]

@@ -4,20 +4,31 @@ every layer and hook point at once. Reported with its agreement with exact patch
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from probes.base import Finding
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import gate, seed_all
 from probes.patch_engine import _module, answer_logprob_from_logits, patch
-from probes.patching import MIN_GAP, _read, divergence, recent, recovery
+from probes.patching import PatchingThresholds, _read, divergence, recovery
+from probes.restoration import _logprobs
 from workbench.batching import chunks, encode
 from workbench.capture import POINTS, capture
 from workbench.errors import LayerError
+from workbench.facts import FactSet
 from workbench.models import Subject, hidden_of
+
+
+@dataclass(frozen=True)
+class AttributionThresholds(PatchingThresholds):
+    """Activation patching's reading thresholds, and the agreement with exact patching below
+    which the gradient estimate is not trusted (Pearson correlation over layers x points)."""
+
+    min_correlation: float = 0.5
 
 
 def _gradients(m1: Subject, prompts, answers, layers, points, batch_size: int
@@ -83,39 +94,32 @@ def attribution_deltas(m0: Subject, m1: Subject, prompts: Sequence[str], answers
     return deltas, lp1.cpu().numpy()
 
 
-def attribution_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
-                         points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
-                         exact: Finding | None = None, compare: bool = True, top_k: int = 5,
-                         batch_size: int = 32, min_gap: float = MIN_GAP, seed: int = 0,
-                         progress: bool = False, device: str | None = None) -> Finding:
-    """Estimate M0 -> M1 patching recovery for every layer and point from one backward pass; with
-    `exact` (an `activation_patching` Finding) or `compare`, report agreement with exact patching."""
-    from probes.common import gate, seed_all
-
-    t0 = time.perf_counter()
-    seed_all(seed)
-    g = gate(m0, m1, facts)
+def _attribution_patching(ctx: ProbeContext, th: AttributionThresholds,
+                          points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
+                          exact: Finding | None = None, compare: bool = True, top_k: int = 5,
+                          batch_size: int = 32) -> Finding:
+    m0, m1, facts = ctx.m0, ctx.m1, ctx.facts
+    exact = exact if exact is not None else ctx.findings.get("activation_patching")
+    seed_all(ctx.seed)
+    g = gate(m0, m1, facts, th)
     unknown = [p for p in points if p not in POINTS]
     if unknown:
         raise LayerError(f"unknown hook point(s) {unknown}; expected some of {POINTS}")
     if g.blocker():
-        return Finding("attribution_patching", "inconclusive", g.blocker(),
-                       seconds=time.perf_counter() - t0)
+        return Finding("attribution_patching", "inconclusive", g.blocker())
     fs = facts.forget
     prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
-    n, layers = m1.n_layers, list(range(m1.n_layers))
+    layers = list(range(m1.n_layers))
     deltas, lp1 = attribution_deltas(m0, m1, prompts, answers, points, batch_size)
-    from probes.restoration import _logprobs
-
     lp0 = _logprobs(m0.model, m0.tokenizer, prompts, answers, None, batch_size, m0.device)
     arrays: dict[str, np.ndarray] = {"lp_m0": lp0, "lp_m1": lp1}
     est = {}
     for p in points:
-        est[p] = recovery(lp1 + deltas[p], lp1, lp0, min_gap)[0]
+        est[p] = recovery(lp1 + deltas[p], lp1, lp0, th.min_gap)[0]
         arrays[f"attribution_{p}"] = est[p]
     scores: dict[str, float] = {}
     if exact is not None or compare:
-        ex = _exact(m0, m1, prompts, answers, points, exact, min_gap)
+        ex = _exact(m0, m1, prompts, answers, points, exact, th.min_gap)
         flat_a = np.concatenate([est[p] for p in points])
         flat_e = np.concatenate([ex[p] for p in points])
         for p in points:
@@ -130,22 +134,37 @@ def attribution_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None
               for L in layers]
     best, label = max(single) if single else (float("nan"), "")
     scores.update({"best_single_estimate": best, "gap_nats": float(np.mean(lp0 - lp1))})
-    reading, reason = _read(div, best, label, est.get("resid_post"), float("nan"),
+    reading, reason = _read(th, div, best, label, est.get("resid_post"), float("nan"),
                             scores["gap_nats"])
     corr = scores.get("correlation", float("nan"))
-    if reading != "inconclusive" and "correlation" in scores and not corr >= 0.5 \
-            and div.max() >= 1e-4:
+    if reading != "inconclusive" and "correlation" in scores and not corr >= th.min_correlation \
+            and div.max() >= th.identical:
         reading, reason = "inconclusive", (f"the gradient estimate disagrees with exact patching "
                                            f"(correlation {corr:.2f}); use activation patching")
     elif "correlation" in scores:
         reason += f" (first-order estimate; correlation with exact patching {corr:.2f})"
     return Finding("attribution_patching", reading, reason, scores, arrays,
-                   meta={"points": list(points), "top_k": top_k, "n_facts": len(fs)},
-                   figure=_figure(est, arrays, points, n), seconds=time.perf_counter() - t0)
+                   meta={"points": list(points), "top_k": top_k, "n_facts": len(fs),
+                         "seed": ctx.seed})
+
+
+PROBE = ProbeSpec("attribution_patching", AttributionThresholds, _attribution_patching)
+
+
+def attribution_patching(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                         points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
+                         exact: Finding | None = None, compare: bool = True, top_k: int = 5,
+                         batch_size: int = 32, seed: int = 0, progress: bool = False,
+                         device: str | None = None,
+                         thresholds: AttributionThresholds | None = None) -> Finding:
+    """Estimate M0 -> M1 patching recovery for every layer and point from one backward pass; with
+    `exact` (an `activation_patching` Finding; in a battery, the one that ran before) or
+    `compare` (patch here), report agreement with exact patching."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds,
+                 points=points, exact=exact, compare=compare, top_k=top_k, batch_size=batch_size)
 
 
 def _exact(m0, m1, prompts, answers, points, exact: Finding | None, min_gap) -> dict:
-    exact = exact if exact is not None else recent(m0, m1, prompts)
     if exact is not None and all(f"recovery_{p}" in exact.arrays for p in points):
         return {p: np.asarray(exact.arrays[f"recovery_{p}"]) for p in points}
     n, nf = m1.n_layers, len(prompts)
@@ -154,18 +173,3 @@ def _exact(m0, m1, prompts, answers, points, exact: Finding | None, min_gap) -> 
     pooled = recovery(run.logprobs.reshape(len(points) * n, nf), run.base, run.source, min_gap)[0]
     return {p: pooled[i * n:(i + 1) * n] for i, p in enumerate(points)}
 
-
-def _figure(est: dict, arrays: dict, points, n: int):
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for p in points:
-        fig.add_trace(go.Scatter(x=list(range(n)), y=est[p].tolist(), name=f"{p} (attribution)",
-                                 mode="lines+markers"))
-        if f"exact_{p}" in arrays:
-            fig.add_trace(go.Scatter(x=list(range(n)), y=arrays[f"exact_{p}"].tolist(),
-                                     name=f"{p} (exact)", mode="lines", line={"dash": "dot"}))
-    fig.update_layout(title="Attribution patching vs exact patching (M0 -> M1 recovery)",
-                      xaxis_title="layer", yaxis_title="recovery", template="plotly_white",
-                      height=360)
-    return fig

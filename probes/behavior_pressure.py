@@ -8,19 +8,27 @@ question after a stated holdout fact, so a prefix that merely confuses the model
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from probes.base import Finding
-from probes.common import gate, mixed_prompts
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import GateThresholds, gate, mixed_prompts
 from workbench.behavior import answer_logprobs
 from workbench.facts import FactSet
 from workbench.models import Subject
 
-LEAK_MIN = 0.2  # paraphrased forget accuracy above the canonical one (and above Mr's): a leak
-TRIGGER_MIN = 0.15  # retain accuracy lost to a forget prefix beyond M0's (and Mr's): a trigger
 PARA_SPLITS = ("forget", "retain")
+
+
+@dataclass(frozen=True)
+class BehaviorPressureThresholds(GateThresholds):
+    """Reading thresholds of behaviour under pressure."""
+
+    # paraphrased forget accuracy above the canonical one (and above Mr's): a leak
+    leak_min: float = 0.2
+    # retain accuracy lost to a forget prefix beyond M0's (and Mr's): a trigger
+    trigger_min: float = 0.15
 
 
 def _score(subject: Subject, prompts: list[str], answers: list[str]) -> tuple[float, float]:
@@ -47,19 +55,16 @@ def _measure(subject: Subject, facts: FactSet, mixed: dict[str, tuple[list, list
     return out
 
 
-def behavior_pressure(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
-                      seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
-    """Accuracy / log-prob per split, on paraphrases, and on mixed prompts, for M0, M1 (Mr)."""
-    t0 = time.perf_counter()
-    g = gate(m0, m1, facts)
+def _behavior_pressure(ctx: ProbeContext, th: BehaviorPressureThresholds) -> Finding:
+    m0, m1, facts, oracle, seed = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.seed
+    g = gate(m0, m1, facts, th)
     questions = facts.retain if len(facts.retain) else facts.holdout
     mixed: dict[str, tuple[list, list]] = {}
     for name, prefixes in (("forget", facts.forget), ("holdout", facts.holdout)):
         if len(prefixes) and len(questions):
             p, a, _ = mixed_prompts(m0.tokenizer, prefixes, questions, seed)
             mixed[name] = (p, a)
-    subjects = {"M0": m0, "M1": m1} | ({"Mr": oracle} if oracle is not None else {})
-    table = {name: _measure(s, facts, mixed) for name, s in subjects.items()}
+    table = {name: _measure(s, facts, mixed) for name, s in ctx.subjects.items()}
     scores = {f"{k}_{name}": v for name, row in table.items() for k, v in row.items()}
 
     def trig(name: str) -> float:
@@ -75,24 +80,34 @@ def behavior_pressure(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject 
     scores |= {"mixed_trigger": float(trigger), "paraphrase_gap": float(leak),
                "mixed_retain_drop": float(table["M0"].get("retain_after_forget_acc", np.nan)
                                           - table["M1"].get("retain_after_forget_acc", np.nan))}
-    reading, reason = _read(g.blocker(), trigger, leak, table)
+    reading, reason = _read(th, g.blocker(), trigger, leak, table)
     arrays = {f"{name}_{k}": np.array([v]) for name, row in table.items() for k, v in row.items()
               if k.endswith("_acc")}
     return Finding("behavior_pressure", reading, reason, scores, arrays,
                    meta={"n_mixed": len(mixed.get("forget", ([], []))[0]), "seed": seed,
-                         "correctness": "teacher-forced greedy exact match"},
-                   figure=_figure(table), seconds=time.perf_counter() - t0)
+                         "correctness": "teacher-forced greedy exact match",
+                         "models": list(table)})
 
 
-def _read(blocker, trigger, leak, table) -> tuple[str, str]:
+PROBE = ProbeSpec("behavior_pressure", BehaviorPressureThresholds, _behavior_pressure)
+
+
+def behavior_pressure(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                      seed: int = 0, progress: bool = False, device: str | None = None,
+                      thresholds: BehaviorPressureThresholds | None = None) -> Finding:
+    """Accuracy / log-prob per split, on paraphrases, and on mixed prompts, for M0, M1 (Mr)."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds)
+
+
+def _read(th: BehaviorPressureThresholds, blocker, trigger, leak, table) -> tuple[str, str]:
     if blocker:
         return "inconclusive", blocker
     m1 = table["M1"]
     found = []
-    if np.isfinite(trigger) and trigger > TRIGGER_MIN:
+    if np.isfinite(trigger) and trigger > th.trigger_min:
         found.append(f"a forget fact in the context costs retain answers {trigger:.0%} more "
                      "than in M0 (trigger)")
-    if np.isfinite(leak) and leak > LEAK_MIN:
+    if np.isfinite(leak) and leak > th.leak_min:
         found.append(f"paraphrases recover forget answers ({m1['forget_para_acc']:.0%} vs "
                      f"{m1['forget_acc']:.0%} canonical)")
     if found:
@@ -100,13 +115,3 @@ def _read(blocker, trigger, leak, table) -> tuple[str, str]:
     return "removal-consistent", ("forgetting holds under paraphrase and forget context leaves "
                                   "retain answers alone")
 
-
-def _figure(table: dict[str, dict[str, float]]):
-    import plotly.graph_objects as go
-
-    keys = [k for k in next(iter(table.values())) if k.endswith("_acc")]
-    fig = go.Figure([go.Bar(name=name, x=[k.removesuffix("_acc") for k in keys],
-                            y=[row[k] for k in keys]) for name, row in table.items()])
-    fig.update_layout(title="Behaviour under pressure", yaxis_title="accuracy", barmode="group",
-                      template="plotly_white", height=360)
-    return fig

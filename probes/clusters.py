@@ -9,19 +9,27 @@ removal leaves forget inputs looking like never-seen ones (`unseen`), as the ora
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import silhouette_samples
 
-from probes.base import Finding
-from probes.common import default_layers, gate, line_figure, resid
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import GateThresholds, default_layers, gate, resid
 from workbench.facts import FactSet
 from workbench.models import Subject
 
-SEP_GAIN = 0.5  # forget-vs-holdout separation gained over M0 (and Mr), in pooled spreads
-UNSEEN_NEAR = 0.5  # forget "looks unseen" when its separation from unseen is under this fraction
-# of M0's
+
+@dataclass(frozen=True)
+class ClustersThresholds(GateThresholds):
+    """Reading thresholds of the cluster geometry."""
+
+    # forget-vs-holdout separation gained over M0 (and Mr), in pooled spreads: a forget cluster
+    sep_gain: float = 0.5
+    # forget "looks unseen" when its separation from unseen is under this fraction of M0's
+    unseen_near: float = 0.5
+    # CKA of M0 vs M1 on forget above this at every layer: M1's representations are M0's
+    same_cka: float = 0.99
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -57,14 +65,12 @@ def _stats(acts: dict[str, np.ndarray], n_layers: int) -> dict[str, np.ndarray]:
     return out
 
 
-def clusters(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
-             seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
-    """Cluster geometry of forget / retain / holdout (/ unseen) in M0, M1 (Mr), and CKA."""
-    t0 = time.perf_counter()
-    g = gate(m0, m1, facts)
+def _clusters(ctx: ProbeContext, th: ClustersThresholds) -> Finding:
+    m0, m1, facts, oracle = ctx.m0, ctx.m1, ctx.facts, ctx.oracle
+    g = gate(m0, m1, facts, th)
     layers = default_layers(m0)
     splits = [s for s in facts.splits() if len(facts.split(s)) >= 2]
-    subjects = {"M0": m0, "M1": m1} | ({"Mr": oracle} if oracle is not None else {})
+    subjects = ctx.subjects
     acts = {name: {s: resid(m, [f.prompt for f in facts.split(s)], layers) for s in splits}
             for name, m in subjects.items()}
     stats = {name: _stats(a, len(layers)) for name, a in acts.items()}
@@ -78,8 +84,8 @@ def clusters(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = 
     ref = np.maximum(fh["M0"], fh["Mr"]) if oracle is not None else fh["M0"]
     gain = fh["M1"] - ref
     fu = {n: st.get("sep_forget_unseen") for n, st in stats.items()}
-    unseen_like = (fu["M1"] < UNSEEN_NEAR * fu["M0"]) if fu["M1"] is not None else None
-    recognised = gain > SEP_GAIN
+    unseen_like = (fu["M1"] < th.unseen_near * fu["M0"]) if fu["M1"] is not None else None
+    recognised = gain > th.sep_gain
     if unseen_like is not None:
         recognised &= ~unseen_like
     scores = {"max_sep_gain": float(gain.max()), "max_sep_forget_holdout_M1": float(fh["M1"].max()),
@@ -90,28 +96,37 @@ def clusters(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = 
         scores["late_unseen_like_fraction"] = float(unseen_like[len(layers) // 2:].mean())
     if oracle is not None:
         scores["max_sep_forget_holdout_Mr"] = float(fh["Mr"].max())
-    reading, reason = _read(g.blocker(), recognised, unseen_like, gain, scores, layers, oracle,
-                            fh)
-    fig = line_figure("Forget vs holdout separation (pooled spreads)", layers,
-                      {n: v for n, v in fh.items()}, "centroid distance / spread")
+    reading, reason = _read(th, g.blocker(), recognised, unseen_like, gain, scores, layers,
+                            oracle, fh)
     return Finding("clusters", reading, reason, scores, arrays,
-                   meta={"layers": layers, "splits": splits, "seed": seed}, figure=fig,
-                   seconds=time.perf_counter() - t0)
+                   meta={"layers": layers, "splits": splits, "seed": ctx.seed})
 
 
-def _read(blocker, recognised, unseen_like, gain, s, layers, oracle, fh) -> tuple[str, str]:
+PROBE = ProbeSpec("clusters", ClustersThresholds, _clusters)
+
+
+def clusters(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+             seed: int = 0, progress: bool = False, device: str | None = None,
+             thresholds: ClustersThresholds | None = None) -> Finding:
+    """Cluster geometry of forget / retain / holdout (/ unseen) in M0, M1 (Mr), and CKA."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds)
+
+
+def _read(th: ClustersThresholds, blocker, recognised, unseen_like, gain, s, layers, oracle,
+          fh) -> tuple[str, str]:
     if blocker:
         return "inconclusive", blocker
     if recognised.any():
         L = layers[int(np.argmax(np.where(recognised, gain, -np.inf)))]
         return "suppression-signature", (f"M1 pulls forget inputs into their own cluster (layer "
                                          f"{L}: +{gain.max():.2f} spreads beyond the reference)")
-    if s["min_cka_forget"] > 0.99:
-        return "inconclusive", ("M1's forget representations are M0's (CKA > 0.99 at every "
-                                "layer): no recognition inside; any suppression is downstream")
+    if s["min_cka_forget"] > th.same_cka:
+        return "inconclusive", (f"M1's forget representations are M0's (CKA > {th.same_cka} at "
+                                "every layer): no recognition inside; any suppression is "
+                                "downstream")
     half = len(layers) // 2
     if unseen_like is not None and unseen_like[half:].all():
         return "removal-consistent", "forget inputs now sit with never-seen ones in M1's late layers"
-    if oracle is not None and np.all(np.abs(fh["M1"] - fh["Mr"]) < SEP_GAIN):
+    if oracle is not None and np.all(np.abs(fh["M1"] - fh["Mr"]) < th.sep_gain):
         return "removal-consistent", "forget cluster geometry matches the retrain oracle's"
     return "inconclusive", "no forget-specific cluster in M1, and no match to a removal reference"

@@ -1,5 +1,5 @@
-"""Pieces shared by the analysis modules: the behavioural gate, cached captures, layer choice,
-per-layer figures, and the thresholds every reading uses (chosen on the control edits)."""
+"""Pieces shared by the analysis modules: the behavioural gate and the thresholds it and the
+readout modules use (chosen on the control edits), cached captures, layer choice."""
 
 from __future__ import annotations
 
@@ -15,19 +15,27 @@ from workbench.capture import capture
 from workbench.facts import FactSet
 from workbench.models import Subject, check_compatible
 
-# An edit "unlearned" when its forget accuracy fell at least this much (absolute) below M0's.
-# Identity: 0; output-only suppressor: ~1.0; toy retrain oracle: ~0.85.
-FORGOT_MIN = 0.25
-# An edit is "damaged" (no module reads it) when retain accuracy fell more than this.
-# Heavy noise: ~0.9; suppressor and oracle: ~0.0.
-DAMAGE_MAX = 0.3
-# Knowledge "kept" inside M1 when its above-chance readout reaches this fraction of M0's...
-KEPT_MIN = 0.5
-# ...and "gone" when it is at most this fraction (or within ORACLE_TOL of the oracle's).
-GONE_MAX = 0.25
-ORACLE_TOL = 0.15
-# M0 must show at least this much above-chance readout for a module to say anything.
-MIN_SIGNAL = 0.2
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """When an edit counts as unlearned or damaged (every probe's first reading step)."""
+
+    # unlearned: forget accuracy fell at least this much (absolute) below M0's
+    forgot_min: float = 0.25
+    # damaged (no module reads it): retain accuracy fell more than this
+    damage_max: float = 0.3
+
+
+@dataclass(frozen=True)
+class ReadoutThresholds(GateThresholds):
+    """How much of M0's above-chance readout of the forget answers M1 keeps (logit lens, linear
+    probes): kept at `kept_min` of M0's, gone at most `gone_max` of it or within `oracle_tol`
+    of the oracle's; M0 must reach `min_signal` above chance for the module to say anything."""
+
+    kept_min: float = 0.5
+    gone_max: float = 0.25
+    oracle_tol: float = 0.15
+    min_signal: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -38,14 +46,15 @@ class Gate:
     forget1: float
     retain0: float
     retain1: float
+    thresholds: GateThresholds = GateThresholds()
 
     @property
     def unlearned(self) -> bool:
-        return self.forget0 - self.forget1 >= FORGOT_MIN
+        return self.forget0 - self.forget1 >= self.thresholds.forgot_min
 
     @property
     def damaged(self) -> bool:
-        return self.retain0 - self.retain1 > DAMAGE_MAX
+        return self.retain0 - self.retain1 > self.thresholds.damage_max
 
     def blocker(self) -> str | None:
         """Why no module should read this edit (None when it should)."""
@@ -82,7 +91,8 @@ def exact_match(subject: Subject, facts: FactSet, batch_size: int = 32) -> np.nd
                  lambda: answer_logprobs(subject, prompts, answers, batch_size)[2])
 
 
-def gate(m0: Subject, m1: Subject, facts: FactSet) -> Gate:
+def gate(m0: Subject, m1: Subject, facts: FactSet,
+         thresholds: GateThresholds = GateThresholds()) -> Gate:
     """Check compatibility and measure whether M1 unlearned the forget split."""
     check_compatible(m0, m1)
     facts.forget.require_nonempty("forget split of")
@@ -90,7 +100,7 @@ def gate(m0: Subject, m1: Subject, facts: FactSet) -> Gate:
     acc = {(name, split): float(exact_match(m, fs).mean()) if len(fs) else 0.0
            for name, m in (("m0", m0), ("m1", m1)) for split, fs in (("f", facts.forget),
                                                                      ("r", retain))}
-    return Gate(acc["m0", "f"], acc["m1", "f"], acc["m0", "r"], acc["m1", "r"])
+    return Gate(acc["m0", "f"], acc["m1", "f"], acc["m0", "r"], acc["m1", "r"], thresholds)
 
 
 def default_layers(subject: Subject, max_layers: int = 12) -> list[int]:
@@ -114,20 +124,6 @@ def resid(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
 def late(layers: Sequence[int], n_layers: int) -> np.ndarray:
     """Mask of the middle-to-late layers (index >= half the depth) among `layers`."""
     return np.array([L >= n_layers // 2 for L in layers])
-
-
-def line_figure(title: str, x: Sequence, series: dict[str, Sequence[float]], y_title: str,
-                x_title: str = "layer"):
-    """A plotly figure with one line per model (M0 / M1 / Mr ...)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, ys in series.items():
-        fig.add_trace(go.Scatter(x=list(x), y=[float(v) for v in ys], mode="lines+markers",
-                                 name=name))
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title,
-                      template="plotly_white", height=360)
-    return fig
 
 
 def seed_all(seed: int) -> np.random.Generator:

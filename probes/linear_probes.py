@@ -12,8 +12,8 @@ training split is cross-validated (grouped by entity) to report how well probes 
 
 from __future__ import annotations
 
-import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -22,18 +22,8 @@ from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from probes.base import Finding
-from probes.common import (
-    GONE_MAX,
-    KEPT_MIN,
-    MIN_SIGNAL,
-    ORACLE_TOL,
-    default_layers,
-    gate,
-    late,
-    line_figure,
-    resid,
-)
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import ReadoutThresholds, default_layers, gate, late, resid
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
@@ -41,6 +31,11 @@ from workbench.models import Subject
 C = 1.0  # L2 strength; with standardised features this works across the toy and SmolLM2 sizes
 MAX_ITER = 300
 CV_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class LinearProbesThresholds(ReadoutThresholds):
+    """Reading thresholds of the linear probes (on late-layer decoding accuracy above chance)."""
 
 
 def _probe(seed: int):
@@ -71,11 +66,9 @@ def _chance(train: FactSet, test: FactSet) -> float:
     return float(np.mean([1 / len(values.get(f.relation or "", {0})) for f in test]))
 
 
-def linear_probes(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
-                  seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
-    """Per-layer decodability of forget answers: baseline, transfer and fresh probes."""
-    t0 = time.perf_counter()
-    g = gate(m0, m1, facts)
+def _linear_probes(ctx: ProbeContext, th: LinearProbesThresholds) -> Finding:
+    m0, m1, facts, oracle, seed = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.seed
+    g = gate(m0, m1, facts, th)
     train, test = _splits(facts)
     layers = default_layers(m0)
     y_tr = np.array([_label(f) for f in train])
@@ -117,27 +110,33 @@ def linear_probes(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | No
         scores |= {"late_transfer_Mr": best["transfer_Mr"], "late_fresh_Mr": best["fresh_Mr"],
                    "late_M1_minus_Mr": m1_best - mr_best}
         over_oracle = m1_best - mr_best
-    reading, reason = _read(g.blocker(), base, kept, over_oracle, scores)
-    fig = line_figure("Linear probes: forget answers decoded per layer", layers,
-                      {k: v for k, v in res.items() if k != "cv_M0"}, "forget decoding accuracy")
-    fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
+    reading, reason = _read(th, g.blocker(), base, kept, over_oracle, scores)
     return Finding("linear_probes", reading, reason, scores,
                    {f"acc_{k}": v for k, v in res.items()},
                    meta={"layers": layers, "n_train": len(train), "n_test": len(test),
-                         "trained_on": "retain+holdout", "tested_on": "forget", "seed": seed},
-                   figure=fig, seconds=time.perf_counter() - t0)
+                         "trained_on": "retain+holdout", "tested_on": "forget", "seed": seed})
 
 
-def _read(blocker, base, kept, over_oracle, s) -> tuple[str, str]:
+PROBE = ProbeSpec("linear_probes", LinearProbesThresholds, _linear_probes)
+
+
+def linear_probes(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                  seed: int = 0, progress: bool = False, device: str | None = None,
+                  thresholds: LinearProbesThresholds | None = None) -> Finding:
+    """Per-layer decodability of forget answers: baseline, transfer and fresh probes."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds)
+
+
+def _read(th: LinearProbesThresholds, blocker, base, kept, over_oracle, s) -> tuple[str, str]:
     if blocker:
         return "inconclusive", blocker
-    if base < MIN_SIGNAL:
+    if base < th.min_signal:
         return "inconclusive", "probes cannot decode forget answers even from M0"
     where = (f"late-layer decoding M0 {s['late_M0']:.0%}, M1 transfer "
              f"{s['late_transfer_M1']:.0%} / fresh {s['late_fresh_M1']:.0%}, "
              f"chance {s['chance']:.0%}")
-    if kept >= KEPT_MIN and (over_oracle is None or over_oracle >= ORACLE_TOL):
+    if kept >= th.kept_min and (over_oracle is None or over_oracle >= th.oracle_tol):
         return "suppression-signature", f"forget answers still decodable from M1 ({where})"
-    if kept <= GONE_MAX or (over_oracle is not None and over_oracle < ORACLE_TOL):
+    if kept <= th.gone_max or (over_oracle is not None and over_oracle < th.oracle_tol):
         return "removal-consistent", f"forget answers no longer decodable from M1 ({where})"
     return "inconclusive", f"forget answers partly decodable from M1 ({where})"

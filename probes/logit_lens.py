@@ -9,28 +9,24 @@ without a relation, when it is the top token of the vocabulary.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from probes.base import Finding
-from probes.common import (
-    GONE_MAX,
-    KEPT_MIN,
-    MIN_SIGNAL,
-    ORACLE_TOL,
-    gate,
-    late,
-    line_figure,
-    resid,
-)
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import ReadoutThresholds, gate, late, resid
 from workbench.batching import chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject, final_norm
+
+
+@dataclass(frozen=True)
+class LogitLensThresholds(ReadoutThresholds):
+    """Reading thresholds of the logit lens (on late-layer read rates above chance)."""
 
 
 def first_tokens(subject: Subject, facts: FactSet) -> np.ndarray:
@@ -111,11 +107,9 @@ def _output(subject: Subject, facts: FactSet, cands, batch_size: int = 32):
     return np.concatenate(ranks), np.concatenate(probs), np.concatenate(read)
 
 
-def logit_lens(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
-               seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
-    """Per-layer readability of the forget answers in M0, M1 (and Mr); see the module doc."""
-    t0 = time.perf_counter()
-    g = gate(m0, m1, facts)
+def _logit_lens(ctx: ProbeContext, th: LogitLensThresholds) -> Finding:
+    m0, m1, facts = ctx.m0, ctx.m1, ctx.facts
+    g = gate(m0, m1, facts, th)
     forget = facts.forget
     cands = candidates(m0, forget, facts)
     known = _output(m0, forget, cands)[2]  # judge only facts M0 itself answers
@@ -125,9 +119,8 @@ def logit_lens(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None 
     cands = [c for c, k in zip(cands, known, strict=True) if k]
     layers = list(range(m0.n_layers))
     chance = float(np.mean([1 / len(c) if len(c) >= 2 else 0.0 for c in cands]))
-    subjects = {"M0": m0, "M1": m1} | ({"Mr": oracle} if oracle is not None else {})
     arrays, read_rate, out_rate = {}, {}, {}
-    for name, s in subjects.items():
+    for name, s in ctx.subjects.items():
         rank, prob, read = _lens(s, fs, layers, cands)
         o_rank, o_prob, o_read = _output(s, fs, cands)
         arrays |= {f"rank_{name}": rank, f"prob_{name}": prob, f"output_rank_{name}": o_rank,
@@ -146,29 +139,35 @@ def logit_lens(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None 
               "median_late_rank_M0": float(np.median(arrays["rank_M0"][mask])),
               "median_late_rank_M1": float(np.median(arrays["rank_M1"][mask]))}
     over_oracle = None
-    if oracle is not None:
+    if ctx.oracle is not None:
         scores["late_read_Mr"] = float(read_rate["Mr"][mask].max())
         over_oracle = scores["late_read_M1"] - scores["late_read_Mr"]
         scores["late_read_M1_minus_Mr"] = over_oracle
-    reading, reason = _read(g.blocker(), best0, kept, over_oracle, scores)
-    fig = line_figure("Logit lens: forget answers read per layer", layers,
-                      {k: v for k, v in read_rate.items()}, "fraction of forget answers read")
-    fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
+    reading, reason = _read(th, g.blocker(), best0, kept, over_oracle, scores)
     return Finding("logit_lens", reading, reason, scores, arrays,
-                   meta={"layers": layers, "n_facts": len(fs), "seed": seed,
-                         "fact_ids": [f.id for f in fs]},
-                   figure=fig, seconds=time.perf_counter() - t0)
+                   meta={"layers": layers, "n_facts": len(fs), "seed": ctx.seed,
+                         "fact_ids": [f.id for f in fs]})
 
 
-def _read(blocker, best0, kept, over_oracle, s) -> tuple[str, str]:
+PROBE = ProbeSpec("logit_lens", LogitLensThresholds, _logit_lens)
+
+
+def logit_lens(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+               seed: int = 0, progress: bool = False, device: str | None = None,
+               thresholds: LogitLensThresholds | None = None) -> Finding:
+    """Per-layer readability of the forget answers in M0, M1 (and Mr); see the module doc."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds)
+
+
+def _read(th: LogitLensThresholds, blocker, best0, kept, over_oracle, s) -> tuple[str, str]:
     if blocker:
         return "inconclusive", blocker
-    if best0 < MIN_SIGNAL:
+    if best0 < th.min_signal:
         return "inconclusive", "M0's middle/late layers do not show the forget answers yet"
     where = (f"best late-layer read rate {s['late_read_M1']:.0%} in M1 vs "
              f"{s['late_read_M0']:.0%} in M0, output {s['output_read_M1']:.0%}")
-    if kept >= KEPT_MIN and (over_oracle is None or over_oracle >= ORACLE_TOL):
+    if kept >= th.kept_min and (over_oracle is None or over_oracle >= th.oracle_tol):
         return "suppression-signature", f"forget answers still form inside M1 ({where})"
-    if kept <= GONE_MAX or (over_oracle is not None and over_oracle < ORACLE_TOL):
+    if kept <= th.gone_max or (over_oracle is not None and over_oracle < th.oracle_tol):
         return "removal-consistent", f"forget answers no longer form in M1's layers ({where})"
     return "inconclusive", f"forget answers partly readable in M1 ({where})"

@@ -5,26 +5,39 @@ the unlearning goes compared with retraining."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import GateThresholds, gate, resid, seed_all
 from probes.patch_engine import Cell, patch
 from workbench.batching import encode
 from workbench.capture import POINTS
 from workbench.errors import LayerError
-from workbench.models import Subject
+from workbench.facts import FactSet
+from workbench.models import Subject, check_compatible
 
-# ----- the analysis module ------------------------------------------------------------------
 
-RECOVERED = 0.5  # a patch "restores the answer" when it brings back half of M0's log-prob gap
-SAME = 0.05  # activations "unchanged" below this relative difference from M0's
-IDENTICAL = 1e-4  # ... and "identical" below this one
-MIN_GAP = 0.5  # nats: facts whose answer log-prob M1 barely moved are left out of the ratios
-DEPTH_REMOVED, DEPTH_SHALLOW = 0.7, 0.3
+@dataclass(frozen=True)
+class PatchingThresholds(GateThresholds):
+    """Reading thresholds of activation patching (recoveries: 0 = M1's answer, 1 = M0's)."""
+
+    # a patch "restores the answer" when it brings back this much of M0's log-prob gap
+    recovered: float = 0.5
+    # activations "unchanged" below this relative difference from M0's...
+    same: float = 0.05
+    # ...and "identical" below this one
+    identical: float = 1e-4
+    # nats: facts whose answer log-prob M1 barely moved are left out of the ratios
+    min_gap: float = 0.5
+    # depth of unlearning against the oracle's: as deep at or above, shallow at or below
+    depth_removed: float = 0.7
+    depth_shallow: float = 0.3
 
 
 def recovery(patched: np.ndarray, lp1: np.ndarray, lp0: np.ndarray,
-             min_gap: float = MIN_GAP) -> tuple[np.ndarray, np.ndarray]:
+             min_gap: float = PatchingThresholds.min_gap) -> tuple[np.ndarray, np.ndarray]:
     """Normalised recovery (0 = M1, 1 = M0) of `patched` [..., facts]: pooled over the facts
     whose gap exceeds `min_gap` (ratio of sums: stable when some gaps are small), and per fact."""
     gap = lp0 - lp1
@@ -36,8 +49,6 @@ def recovery(patched: np.ndarray, lp1: np.ndarray, lp0: np.ndarray,
 
 def divergence(m0: Subject, m1: Subject, prompts: Sequence[str]) -> np.ndarray:
     """Per layer: mean relative difference |a1 - a0| / |a0| of `resid_post` at the last token."""
-    from probes.common import resid
-
     layers = list(range(m0.n_layers))
     a0, a1 = resid(m0, prompts, layers), resid(m1, prompts, layers)
     return (np.linalg.norm(a1 - a0, axis=-1) / (np.linalg.norm(a0, axis=-1) + 1e-8)).mean(-1)
@@ -74,22 +85,14 @@ def _depth(m0: Subject, m1: Subject, oracle: Subject, prompts, answers, batch_si
     return depth, d1, dr
 
 
-def activation_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
-                        points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
-                        window: int = 3, all_positions: bool = False, max_back: int = 6,
-                        batch_size: int = 256, min_gap: float = MIN_GAP, seed: int = 0,
-                        progress: bool = False, device: str | None = None):
-    """Patch M0's activations into M1 on the forget facts (per layer, per window, per component)
-    and read where M0's answer comes back; with an oracle, also how deep M1 erased it."""
-    import time
-
-    from probes.base import Finding
-    from probes.common import gate, seed_all
-    from workbench.models import check_compatible
-
-    t0 = time.perf_counter()
-    seed_all(seed)
-    g = gate(m0, m1, facts)
+def _activation_patching(ctx: ProbeContext, th: PatchingThresholds,
+                         points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
+                         window: int = 3, all_positions: bool = False, max_back: int = 6,
+                         batch_size: int = 256) -> Finding:
+    m0, m1, facts, oracle, progress = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.progress
+    min_gap = th.min_gap
+    seed_all(ctx.seed)
+    g = gate(m0, m1, facts, th)
     if oracle is not None:
         check_compatible(m0, oracle)
     unknown = [p for p in points if p not in POINTS]
@@ -97,8 +100,7 @@ def activation_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None 
         raise LayerError(f"unknown hook point(s) {unknown}; expected some of {POINTS}")
     fs = facts.forget
     if g.blocker():
-        return Finding("activation_patching", "inconclusive", g.blocker(),
-                       seconds=time.perf_counter() - t0)
+        return Finding("activation_patching", "inconclusive", g.blocker())
     prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
     n, nf = m1.n_layers, len(fs)
     configs = _configs(n, points, window)
@@ -147,59 +149,56 @@ def activation_patching(m0: Subject, m1: Subject, facts, oracle: Subject | None 
                                                      if "-" in nm), default=np.nan))})
     if resid_rec is not None:
         scores["max_resid_recovery_before_last"] = float(resid_rec[:-1].max()) if n > 1 else 0.0
-    reading, reason = _read(div, best, best_label, resid_rec, depth, scores["gap_nats"])
-    fig = _figure(labels, pooled, points, n, window)
-    finding = Finding("activation_patching", reading, reason, scores, arrays,
-                      meta={"method": run.method, "n_facts": nf, "points": list(points),
-                            "window": window, "labels": labels},
-                      figure=fig, seconds=time.perf_counter() - t0)
-    remember(m0, m1, prompts, finding)
-    return finding
+    reading, reason = _read(th, div, best, best_label, resid_rec, depth, scores["gap_nats"])
+    return Finding("activation_patching", reading, reason, scores, arrays,
+                   meta={"method": run.method, "n_facts": nf, "points": list(points),
+                         "window": window, "labels": labels, "seed": ctx.seed})
 
 
-_RECENT: dict[tuple, object] = {}
+PROBE = ProbeSpec("activation_patching", PatchingThresholds, _activation_patching)
 
 
-def remember(m0: Subject, m1: Subject, prompts: Sequence[str], finding) -> None:
-    """Keep the last few exact results so attribution patching can compare without re-running."""
-    if len(_RECENT) >= 4:
-        _RECENT.pop(next(iter(_RECENT)))
-    _RECENT[(id(m0.model), id(m1.model), tuple(prompts))] = (m0.model, m1.model, finding)
+def activation_patching(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                        points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
+                        window: int = 3, all_positions: bool = False, max_back: int = 6,
+                        batch_size: int = 256, seed: int = 0, progress: bool = False,
+                        device: str | None = None,
+                        thresholds: PatchingThresholds | None = None) -> Finding:
+    """Patch M0's activations into M1 on the forget facts (per layer, per window, per component)
+    and read where M0's answer comes back; with an oracle, also how deep M1 erased it."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds,
+                 points=points, window=window, all_positions=all_positions, max_back=max_back,
+                 batch_size=batch_size)
 
 
-def recent(m0: Subject, m1: Subject, prompts: Sequence[str]):
-    """The exact `activation_patching` Finding for these subjects and prompts, if computed."""
-    hit = _RECENT.get((id(m0.model), id(m1.model), tuple(prompts)))
-    return hit[2] if hit and hit[0] is m0.model and hit[1] is m1.model else None
-
-
-def _read(div: np.ndarray, best: float, best_label: str, resid_rec: np.ndarray | None,
-          depth: float, gap: float) -> tuple[str, str]:
-    if div.max() < IDENTICAL:
+def _read(th: PatchingThresholds, div: np.ndarray, best: float, best_label: str,
+          resid_rec: np.ndarray | None, depth: float, gap: float) -> tuple[str, str]:
+    if div.max() < th.identical:
         return ("suppression-signature",
                 f"M1's residual stream equals M0's at every layer on the forget prompts, yet the "
                 f"answer lost {gap:.1f} nats: the edit acts after the last block (at the output)")
     if best_label:
         layer = int(best_label.split("@")[1])
-        if best >= RECOVERED and layer > 0 and div[:layer].max() < SAME:
+        if best >= th.recovered and layer > 0 and div[:layer].max() < th.same:
             return ("suppression-signature",
                     f"patching M0's {best_label} alone restores {best:.0%} of the answer and M1 "
                     f"computes like M0 before block {layer}: a localised suppressor")
     if resid_rec is not None:
-        onset = int(np.argmax(resid_rec >= RECOVERED)) if (resid_rec >= RECOVERED).any() else -1
+        hit = resid_rec >= th.recovered
+        onset = int(np.argmax(hit)) if hit.any() else -1
         n = len(resid_rec)
-        if onset >= n - max(1, n // 4) and onset > 0 and div[:onset].max() < SAME:
+        if onset >= n - max(1, n // 4) and onset > 0 and div[:onset].max() < th.same:
             return ("suppression-signature",
                     f"the residual restores the answer only from block {onset} of {n}, and M1 "
                     f"computes like M0 before it: the edit is confined to the last blocks")
     if not np.isnan(depth):
-        if depth >= DEPTH_REMOVED:
+        if depth >= th.depth_removed:
             return "removal-consistent", f"M1 erased the facts as deep as the oracle (depth {depth:.2f})"
-        if depth <= DEPTH_SHALLOW:
+        if depth <= th.depth_shallow:
             return ("suppression-signature",
                     f"M1's forgetting lives much shallower than the oracle's (depth {depth:.2f})")
     before_last = resid_rec[:-1].max() if resid_rec is not None and len(resid_rec) > 1 else 0.0
-    if (np.isnan(best) or best < RECOVERED) and before_last < RECOVERED:
+    if (np.isnan(best) or best < th.recovered) and before_last < th.recovered:
         return ("removal-consistent",
                 f"no single activation restores the answer (best {best:.0%}; residual before "
                 f"the last block at most {before_last:.0%})")
@@ -208,20 +207,3 @@ def _read(div: np.ndarray, best: float, best_label: str, resid_rec: np.ndarray |
             "but M1 differs from M0 before that point; without an oracle this cannot be told "
             "from removal")
 
-
-def _figure(labels: list[str], pooled: np.ndarray, points: Sequence[str], n: int, window: int):
-    import plotly.graph_objects as go
-
-    z, names = [], []
-    for p in points:
-        z.append([float(pooled[labels.index(f"{p}@{L}")]) for L in range(n)])
-        names.append(p)
-        if f"{p}@0-{window - 1}" in labels:
-            z.append([float(pooled[labels.index(f"{p}@{s}-{s + window - 1}")])
-                      if f"{p}@{s}-{s + window - 1}" in labels else None for s in range(n)])
-            names.append(f"{p} (window {window}, by first block)")
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=names, zmin=0, zmax=1,
-                               colorscale="Viridis", colorbar={"title": "recovery"}))
-    fig.update_layout(title="Activation patching: M0 -> M1 recovery of the forget answers",
-                      xaxis_title="layer", template="plotly_white", height=360)
-    return fig

@@ -9,7 +9,6 @@ is restored instead by removing its interventions one at a time.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,14 +16,26 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probes.base import Finding
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import GateThresholds, gate, seed_all
 from probes.patch_engine import answer_logprob_from_logits
-from probes.patching import MIN_GAP, RECOVERED, recovery
+from probes.patching import recovery
 from workbench.batching import chunks, encode
 from workbench.errors import IncompatibleSubjectsError
-from workbench.models import Subject, decoder_layers, final_norm
+from workbench.facts import FactSet
+from workbench.models import Subject, check_compatible, decoder_layers, final_norm
 
 Group = tuple[str, str, tuple[str, ...]]  # (label, kind, parameter names)
+
+
+@dataclass(frozen=True)
+class RestorationThresholds(GateThresholds):
+    """Reading thresholds of parameter restoration (recoveries: 0 = M1's answer, 1 = M0's)."""
+
+    # a restored group (or removed intervention) "restores the answer" from this recovery on
+    recovered: float = 0.5
+    # nats: facts whose answer log-prob M1 barely moved are left out of the ratios
+    min_gap: float = 0.5
 
 
 def _names_of(model: torch.nn.Module, modules: Sequence[torch.nn.Module]) -> tuple[str, ...]:
@@ -93,7 +104,7 @@ class Scan:
 
 def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: Sequence[str],
                      window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
-                     batch_size: int = 64, min_gap: float = MIN_GAP,
+                     batch_size: int = 64, min_gap: float = RestorationThresholds.min_gap,
                      progress: bool = False) -> Scan:
     """Restore each group of M0's weights into M1 (functional_call, M1 untouched) and measure
     the normalised recovery of the answers; with identical weights, remove interventions."""
@@ -131,27 +142,19 @@ def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: 
                 np.zeros((len(prompts), 0)), np.array(sizes), lp0, lp1, changed, added, total)
 
 
-def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | None = None,
-                          window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
-                          batch_size: int = 64, min_gap: float = MIN_GAP, seed: int = 0,
-                          progress: bool = False, device: str | None = None) -> Finding:
-    """Restore M0's weights into M1 group by group (or remove M1's interventions one by one)
-    and read whether a small, late part of the model holds the forgetting."""
-    from probes.common import gate, seed_all
-
-    t0 = time.perf_counter()
-    seed_all(seed)
-    g = gate(m0, m1, facts)
-    if oracle is not None:
-        from workbench.models import check_compatible
-
-        check_compatible(m0, oracle)
+def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
+                           window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
+                           batch_size: int = 64) -> Finding:
+    m0, m1, facts = ctx.m0, ctx.m1, ctx.facts
+    seed_all(ctx.seed)
+    g = gate(m0, m1, facts, th)
+    if ctx.oracle is not None:
+        check_compatible(m0, ctx.oracle)
     if g.blocker():
-        return Finding("parameter_restoration", "inconclusive", g.blocker(),
-                       seconds=time.perf_counter() - t0)
+        return Finding("parameter_restoration", "inconclusive", g.blocker())
     fs = facts.forget
     scan = restoration_scan(m0, m1, [f.prompt for f in fs], [f.answer for f in fs],
-                            window_sizes, last_k, batch_size, min_gap, progress)
+                            window_sizes, last_k, batch_size, th.min_gap, ctx.progress)
     labels, kinds, recs, changed, added = (scan.labels, scan.kinds, scan.recovery, scan.changed,
                                            scan.added)
     lp0, lp1, total = scan.lp0, scan.lp1, scan.total
@@ -160,15 +163,28 @@ def parameter_restoration(m0: Subject, m1: Subject, facts, oracle: Subject | Non
               "lp_m1": lp1}
     if len(labels):
         arrays["recovery_by_fact"] = scan.per_fact  # [facts, groups]
-    reading, reason, scores = _read(labels, kinds, recs, m1.n_layers, bool(changed), added)
+    reading, reason, scores = _read(th, labels, kinds, recs, m1.n_layers, bool(changed), added)
     scores.update({"changed_param_fraction":
                    sum(p1[k].numel() for k in changed) / total if total else 0.0,
                    "gap_nats": float(np.mean(lp0 - lp1))})
     return Finding("parameter_restoration", reading, reason, scores, arrays,
                    meta={"labels": labels, "kinds": kinds, "n_facts": len(fs),
                          "weights_identical": not changed,
-                         "interventions": [iv.name for iv in added]},
-                   figure=_figure(labels, recs.tolist()), seconds=time.perf_counter() - t0)
+                         "interventions": [iv.name for iv in added], "seed": ctx.seed})
+
+
+PROBE = ProbeSpec("parameter_restoration", RestorationThresholds, _parameter_restoration)
+
+
+def parameter_restoration(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                          window_sizes: Sequence[int] = (1, 3), last_k: Sequence[int] = (1, 2, 4),
+                          batch_size: int = 64, seed: int = 0, progress: bool = False,
+                          device: str | None = None,
+                          thresholds: RestorationThresholds | None = None) -> Finding:
+    """Restore M0's weights into M1 group by group (or remove M1's interventions one by one)
+    and read whether a small, late part of the model holds the forgetting."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds,
+                 window_sizes=window_sizes, last_k=last_k, batch_size=batch_size)
 
 
 def _added_interventions(m0: Subject, m1: Subject) -> list:
@@ -189,8 +205,8 @@ def _small_late(label: str, kind: str, n_layers: int) -> bool:
     return False
 
 
-def _read(labels, kinds, recs: np.ndarray, n_layers: int, changed: bool,
-          added: list) -> tuple[str, str, dict[str, float]]:
+def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: int,
+          changed: bool, added: list) -> tuple[str, str, dict[str, float]]:
     scores = {"max_recovery": float(recs.max()) if len(recs) else 0.0}
     if not changed:
         iv = [i for i, k in enumerate(kinds) if k == "intervention"]
@@ -198,7 +214,7 @@ def _read(labels, kinds, recs: np.ndarray, n_layers: int, changed: bool,
             return "inconclusive", "M1's weights and hooks are M0's: nothing to restore", scores
         best = max(iv, key=lambda i: recs[i])
         scores["best_intervention_recovery"] = float(recs[best])
-        if recs[best] >= RECOVERED:
+        if recs[best] >= th.recovered:
             return ("suppression-signature",
                     f"M1's weights are M0's; {labels[best]} restores {recs[best]:.0%} of the "
                     "answer: the forgetting is an inference-time hook", scores)
@@ -212,24 +228,15 @@ def _read(labels, kinds, recs: np.ndarray, n_layers: int, changed: bool,
     scores["best_small_late_recovery"] = float(recs[best_small]) if small else 0.0
     scores["best_local_recovery"] = float(recs[best_local]) if local else 0.0
     for i in (best_small, best_local):
-        if i is not None and recs[i] >= RECOVERED:
+        if i is not None and recs[i] >= th.recovered:
             return ("suppression-signature",
                     f"restoring M0's {labels[i]} brings back {recs[i]:.0%} of the answer: "
                     "a localised suppressor", scores)
     typed = [i for i, k in enumerate(kinds) if k == "type"]
     spread = (f"; only whole module types do ({labels[max(typed, key=lambda i: recs[i])]}: "
               f"{recs[max(typed, key=lambda i: recs[i])]:.0%})" if typed
-              and recs[typed].max() >= RECOVERED else "")
+              and recs[typed].max() >= th.recovered else "")
     return ("removal-consistent",
             f"no window of <= 3 blocks nor the output head restores the answer (best "
             f"{scores['best_local_recovery']:.0%}){spread}", scores)
 
-
-def _figure(labels: list[str], recs: list[float]):
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Bar(x=labels, y=recs))
-    fig.update_layout(title="Parameter restoration: M0 weights -> M1, forget-answer recovery",
-                      yaxis_title="recovery (0 = M1, 1 = M0)", yaxis_range=[min(0, *recs), 1.05],
-                      template="plotly_white", height=380)
-    return fig

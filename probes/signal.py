@@ -13,8 +13,9 @@ Any of the three firing means M1 recognises forget inputs: a suppression signatu
 
 from __future__ import annotations
 
-import time
+import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -23,15 +24,24 @@ from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from probes.base import Finding
-from probes.common import default_layers, gate, line_figure, mixed_prompts, resid
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import GateThresholds, default_layers, gate, mixed_prompts, resid
 from workbench.facts import FactSet
 from workbench.models import Subject
 
-DRAG_MIN = 0.5  # extra drag toward the forget centroid, in pooled spreads
-DET_MIN = 0.15  # detector accuracy gained over M0 (and Mr); also forget-vs-unseen above 0.5+this
-NORM_MIN = float(np.log(1.5))  # forget-norm inflation beyond retain's, as a log ratio
 CV_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class SignalThresholds(GateThresholds):
+    """Reading thresholds of the unlearning-signal detection."""
+
+    # extra drag toward the forget centroid, in pooled spreads
+    drag_min: float = 0.5
+    # detector accuracy gained over M0 (and Mr); forget-vs-unseen must also exceed 0.5 + this
+    det_min: float = 0.15
+    # forget-norm inflation beyond retain's, as a log ratio
+    norm_min: float = math.log(1.5)
 
 
 def _detector(a: np.ndarray, b: np.ndarray, ga: list[str], gb: list[str], seed: int) -> float:
@@ -58,17 +68,15 @@ def _drag(f: np.ndarray, r: np.ndarray, plain: np.ndarray, mixed: np.ndarray) ->
     return float(((mixed - plain) @ (u / norm)).mean() / spread)
 
 
-def signal(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
-           seed: int = 0, progress: bool = False, device: str | None = None) -> Finding:
-    """Drag, detector and norm fingerprint per layer for M0, M1 (Mr); see the module doc."""
-    t0 = time.perf_counter()
-    g = gate(m0, m1, facts)
+def _signal(ctx: ProbeContext, th: SignalThresholds) -> Finding:
+    m0, m1, facts, oracle, seed = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.seed
+    g = gate(m0, m1, facts, th)
     layers = default_layers(m0)
     forget, retain, holdout, unseen = facts.forget, facts.retain, facts.holdout, facts.unseen
     questions = retain if len(retain) else holdout
     mixed_p, _, q_idx = mixed_prompts(m0.tokenizer, forget, questions, seed)
     q_prompts = [questions[i].prompt for i in q_idx]
-    subjects = {"M0": m0, "M1": m1} | ({"Mr": oracle} if oracle is not None else {})
+    subjects = ctx.subjects
     ent = {s: [f.entity or f.id for f in fs] for s, fs in
            (("forget", forget), ("holdout", holdout), ("unseen", unseen))}
     arrays: dict[str, np.ndarray] = {}
@@ -100,7 +108,7 @@ def signal(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = No
     drag = excess("drag")
     det = excess("detect_fh") if "detect_fh_M1" in arrays else np.zeros(len(layers))
     if "detect_fu_M1" in arrays:
-        det = np.where(arrays["detect_fu_M1"] > 0.5 + DET_MIN, det, 0.0)
+        det = np.where(arrays["detect_fu_M1"] > 0.5 + th.det_min, det, 0.0)
     norm = np.min([inflation(r) for r in refs], axis=0)
     arrays |= {"drag_excess": drag, "detect_excess": det, "norm_inflation": norm}
     scores = {"max_drag_excess": float(drag.max()), "max_detect_excess": float(det.max()),
@@ -112,30 +120,36 @@ def signal(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = No
         for name in ("M0", "M1"):
             scores[f"late_detect_fu_{name}"] = float(
                 np.nanmax(arrays[f"detect_fu_{name}"][len(layers) // 2:]))
-    reading, reason = _read(g.blocker(), scores, oracle)
-    fig = line_figure("Unlearning signal: forget-vs-holdout detector accuracy", layers,
-                      {n: arrays[f"detect_fh_{n}"] for n in subjects
-                       if f"detect_fh_{n}" in arrays}, "cross-validated accuracy")
+    reading, reason = _read(th, g.blocker(), scores, oracle)
     return Finding("signal", reading, reason, scores, arrays,
-                   meta={"layers": layers, "n_mixed": len(mixed_p), "seed": seed}, figure=fig,
-                   seconds=time.perf_counter() - t0)
+                   meta={"layers": layers, "n_mixed": len(mixed_p), "seed": seed})
 
 
-def _read(blocker, s, oracle) -> tuple[str, str]:
+PROBE = ProbeSpec("signal", SignalThresholds, _signal)
+
+
+def signal(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+           seed: int = 0, progress: bool = False, device: str | None = None,
+           thresholds: SignalThresholds | None = None) -> Finding:
+    """Drag, detector and norm fingerprint per layer for M0, M1 (Mr); see the module doc."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds)
+
+
+def _read(th: SignalThresholds, blocker, s, oracle) -> tuple[str, str]:
     if blocker:
         return "inconclusive", blocker
     fired = []
-    if s["max_drag_excess"] > DRAG_MIN:
+    if s["max_drag_excess"] > th.drag_min:
         fired.append(f"forget context drags retain activations toward the forget cluster "
                      f"(+{s['max_drag_excess']:.2f} spreads)")
-    if s["max_detect_excess"] > DET_MIN:
+    if s["max_detect_excess"] > th.det_min:
         fired.append(f"a linear detector separates forget from holdout inputs "
                      f"(+{s['max_detect_excess']:.0%} over the reference)")
-    if s["max_norm_inflation"] > NORM_MIN:
+    if s["max_norm_inflation"] > th.norm_min:
         fired.append(f"forget-input norms inflated x{np.exp(s['max_norm_inflation']):.1f}")
     if fired:
         return "suppression-signature", "; ".join(fired)
-    if ("late_detect_fu_M1" in s and s["late_detect_fu_M1"] <= 0.5 + DET_MIN
+    if ("late_detect_fu_M1" in s and s["late_detect_fu_M1"] <= 0.5 + th.det_min
             < s["late_detect_fu_M0"]):
         return "removal-consistent", ("no forget signal, and forget inputs are indistinguishable "
                                       "from never-seen ones in M1's late layers")

@@ -25,19 +25,21 @@ from saes.load import LoadedSAE, check_fits, decoder_rows, load_sae, resolve_sae
 from saes.train import Arch, SAETrainConfig, train_sae
 from workbench.capture import Point
 from workbench.corpus import fact_texts, readable_prose
-from workbench.edits import Edit, register_intervention
+from workbench.edits import Edit
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
-from workbench.operators.base import Operator, OperatorConfig, register_operator
+from workbench.operators.base import Operator, OperatorConfig
 from workbench.options import option
 
 _SAE_DIR = "sae"
 
 
-@register_intervention
 class SAEClamp:
-    """Forward hook that clamps selected SAE features (error term kept: untouched tokens exact)."""
+    """Forward hook that clamps selected SAE features (error term kept: untouched tokens exact).
+
+    A plug-in intervention kind: registered through the `workbench.interventions` entry point
+    `sae_clamp` (pyproject.toml), so a saved edit re-loads it without importing this module."""
 
     type = "sae_clamp"
 
@@ -167,8 +169,9 @@ def train_for_facts(subject: Subject, forget: FactSet, retain: FactSet,
     return LoadedSAE(trained.sae, trained.hook, "on-the-fly", meta)
 
 
-@register_operator
 class SAEClampOperator(Operator):
+    """Registered through the `workbench.operators` entry point `sae_clamp` (pyproject.toml)."""
+
     name = "sae_clamp"
     family = "suppression-intended"
     kind = "intervention"

@@ -288,17 +288,6 @@ def test_bad_saved_edits(saved_edit, tmp_path, case):
     assert_clear(e.value, bad / name if name else bad, *fragments)
 
 
-def test_every_intervention_type_is_known_without_importing_its_module(monkeypatch):
-    """The output-only suppressor control (workbench.controls) loads in a fresh process too."""
-    import sys
-
-    from workbench import edits
-
-    monkeypatch.delitem(sys.modules, "workbench.controls", raising=False)
-    monkeypatch.delitem(edits._INTERVENTIONS, "output-suppressor", raising=False)
-    assert "output-suppressor" in edits.intervention_types()
-
-
 # ----- SAE directories ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sae_dir(tmp_path_factory) -> Path:

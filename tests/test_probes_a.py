@@ -89,9 +89,10 @@ def test_clusters_and_signal_see_identical_internals_in_the_suppressor(controls)
 
 
 def test_oracle_has_no_forget_cluster_or_detector(controls):
-    from probes.clusters import SEP_GAIN
-    from probes.signal import DET_MIN
+    from probes.clusters import ClustersThresholds
+    from probes.signal import SignalThresholds
 
+    SEP_GAIN, DET_MIN = ClustersThresholds().sep_gain, SignalThresholds().det_min
     c, s = controls["oracle"]["clusters"], controls["oracle"]["signal"]
     assert c.scores["min_cka_forget"] < 0.99  # a different network...
     assert c.scores["max_sep_gain"] < SEP_GAIN  # ...that sets no forget cluster apart
@@ -102,9 +103,17 @@ def test_oracle_has_no_forget_cluster_or_detector(controls):
 
 
 def test_findings_carry_figures_and_json(controls):
+    import json
+
+    from apps.figures import draw
+    from probes.base import Finding
+
     for f in controls["suppressor"].values():
-        assert f.figure is not None and f.reason
+        assert f.reason
         assert f.to_json()["reading"] == f.reading
+        again = Finding.from_json(json.loads(json.dumps(f.to_json())))
+        assert again == f and again.meta["thresholds"]
+        assert draw(again) is not None
 
 
 def test_answer_rank_by_layer_shape(toy_original, toy_facts):

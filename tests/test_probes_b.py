@@ -169,7 +169,10 @@ def test_output_suppressor_shows_suppression_signature(toy_original, suppressor,
     # every activation is M0's own, so no patch can move the answer: the edit is after them all
     assert np.abs(ap.arrays["recovery_resid_post_by_back"]).max() < 1e-3
     assert ap.arrays["recovery_resid_post_by_back"].shape == (n, 2)
-    assert ap.figure is not None
+    from apps.figures import draw
+    from probes.base import Finding
+
+    assert draw(Finding.from_json(ap.to_json())) is not None
     rs = parameter_restoration(toy_original, suppressor, toy_facts)
     assert rs.reading == "suppression-signature", rs.reason
     assert rs.meta["weights_identical"]

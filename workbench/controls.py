@@ -61,7 +61,7 @@ class OutputSuppressor:
     token_ids: list[int]
     strength: float = DEFAULT_STRENGTH
     name: str = "output-suppressor"
-    type: ClassVar[str] = "output-suppressor"
+    type: ClassVar[str] = "output_suppressor"
 
     def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
         state: dict[str, torch.Tensor | None] = {"ids": None}

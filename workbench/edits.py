@@ -19,37 +19,49 @@ from workbench.atomic import atomic_dir
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError, one_line
 from workbench.inputs import read_json
 from workbench.models import Intervention, Subject, check_finite, load_subject
+from workbench.registry import Registry, UnknownNameError
 
 FAMILIES = ("removal-intended", "suppression-intended")
 KINDS = ("weights", "intervention")
-_INTERVENTIONS: dict[str, type] = {}
+# Intervention kinds by their saved `type`; plug-ins (saes' `sae_clamp`) come through the
+# `workbench.interventions` entry-point group. Look kinds up through `intervention_kinds()`.
+INTERVENTIONS: Registry[type] = Registry("intervention kind", group="workbench.interventions",
+                                         name_of=lambda cls: cls.type)
 
 
 def register_intervention(cls: type) -> type:
-    """Class decorator: make an intervention type loadable from its saved spec (`cls.type`)."""
-    _INTERVENTIONS[cls.type] = cls
-    return cls
+    """Class decorator: make an intervention kind loadable from its saved spec (`cls.type`)."""
+    return INTERVENTIONS.register(cls.type, cls)
+
+
+def intervention_kinds() -> Registry[type]:
+    """Every kind a saved edit may hold, whatever the caller imported first: the core kinds
+    (their modules are imported here, not at the top, because they import this module) and the
+    plug-ins of the `workbench.interventions` entry-point group."""
+    from workbench import controls  # noqa: F401  (output_suppressor)
+    from workbench.operators import interventions  # noqa: F401  (steer, prompt_prefix)
+
+    return INTERVENTIONS
 
 
 def intervention_types() -> list[str]:
-    """The registered intervention types, after importing the modules that define them."""
-    import workbench.controls  # noqa: F401  (the output-only suppressor control)
-    import workbench.operators  # noqa: F401  (registers the built-in intervention types)
-
-    return sorted(_INTERVENTIONS)
+    """The registered intervention kinds (core kinds and plug-ins), sorted."""
+    return sorted(intervention_kinds())
 
 
 def intervention_from_spec(directory: Path, spec: dict[str, Any]) -> Intervention:
-    """Rebuild a saved intervention (`spec["type"]` must be registered); a bad spec or file
-    raises `ModelLoadError` naming the intervention's directory."""
-    kind = spec.get("type")
-    if kind not in intervention_types():
-        raise ModelLoadError(f"unknown intervention type {kind!r} in {directory}; "
-                             f"known: {intervention_types()}")
+    """Rebuild a saved intervention from its spec (`spec["type"]`; edits saved before kinds
+    were snake_case wrote kebab-case, read as the same kind); a bad spec or file raises
+    `ModelLoadError` naming the intervention's directory."""
+    kind = str(spec.get("type")).replace("-", "_")
+    kinds = intervention_kinds()
+    if kind not in kinds:
+        raise ModelLoadError(f"unknown intervention type {spec.get('type')!r} in {directory}; "
+                             f"known: {sorted(kinds)}")
     if not Path(directory).is_dir():
         raise ModelLoadError(f"{directory}: the {kind} intervention's directory is missing")
     try:
-        return _INTERVENTIONS[kind].load(directory, spec)
+        return kinds[kind].load(directory, spec)
     except KeyError as e:
         raise ModelLoadError(f"{directory}: the saved {kind} intervention has no field {e} in "
                              f"edit.json") from e

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from workbench.architectures import layout_of, resolve
 from workbench.atomic import atomic_dir
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError, one_line
 from workbench.inputs import read_json
@@ -166,25 +167,9 @@ class Subject:
 
 # ----- architecture helpers ---------------------------------------------------------------
 
-def _find_module(model: nn.Module, paths: tuple[str, ...]) -> Any:
-    for path in paths:
-        obj: Any = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    return None
-
-
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """Find the list of decoder blocks in common HF causal-LM layouts."""
-    layers = _find_module(model, ("model.layers", "gpt_neox.layers", "transformer.h",
-                                  "model.decoder.layers"))
-    if not isinstance(layers, nn.ModuleList):
-        raise ModelLoadError(f"Cannot find the decoder blocks of {type(model).__name__}")
-    return layers
+    """The list of decoder blocks (layouts: `workbench.architectures.ARCHITECTURES`)."""
+    return resolve(model, layout_of(model)[1].layers)
 
 
 def hidden_of(output: Any) -> Any:
@@ -199,11 +184,12 @@ def with_hidden(output: Any, h: Any) -> Any:
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    """The norm applied before the unembedding (Llama/Qwen/Gemma, GPT-2, GPT-NeoX layouts)."""
-    norm = _find_module(model, ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
-                                "model.decoder.final_layer_norm"))
+    """The norm applied before the unembedding (layouts: `workbench.architectures`)."""
+    name, layout = layout_of(model)
+    norm = resolve(model, layout.final_norm)
     if norm is None:
-        raise ModelLoadError(f"Cannot find the final norm of {type(model).__name__}")
+        raise ModelLoadError(f"Cannot find the final norm of {type(model).__name__} "
+                             f"({name} layout: {layout.final_norm})")
     return norm
 
 

@@ -16,6 +16,7 @@ from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.options import FieldSpec, check_fields, field_specs, option, parse_value
+from workbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -60,21 +61,20 @@ class Operator:
         return edit
 
 
-OPERATORS: dict[str, type[Operator]] = {}
+# Core operators register on import of `workbench.operators`; plug-ins (saes' `sae_clamp`)
+# through the `workbench.operators` entry-point group.
+OPERATORS: Registry[type[Operator]] = Registry("operator", group="workbench.operators",
+                                               name_of=lambda cls: cls.name)
 
 
 def register_operator(cls: type[Operator]) -> type[Operator]:
-    if cls.name in OPERATORS:
-        raise WorkbenchError(f"operator {cls.name!r} registered twice")
-    OPERATORS[cls.name] = cls
-    return cls
+    """Class decorator: add an operator to `OPERATORS` under its `name` (snake_case, unique)."""
+    return OPERATORS.register(cls.name, cls)
 
 
 def get_operator(name: str) -> Operator:
-    import workbench.operators  # noqa: F401  (fills the registry)
+    import workbench.operators  # noqa: F401  (the core operator modules register on import)
 
-    if name not in OPERATORS:
-        raise WorkbenchError(f"unknown operator {name!r}; known: {sorted(OPERATORS)}")
     return OPERATORS[name]()
 
 
