@@ -19,7 +19,7 @@ from workbench.atomic import atomic_dir
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError, one_line
 from workbench.inputs import read_json
 from workbench.models import Intervention, Subject, check_finite, load_subject
-from workbench.registry import Registry, UnknownNameError
+from workbench.registry import Registry
 
 FAMILIES = ("removal-intended", "suppression-intended")
 KINDS = ("weights", "intervention")
