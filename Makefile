@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (main job) and `make test` (test suite).
-.PHONY: setup demo test test-slow lint bench
+.PHONY: setup demo test test-slow test-seeds lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -12,6 +12,10 @@ test: setup
 
 test-slow: setup
 	.venv/bin/python -m pytest -m slow -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+# The science tests (those reading the toy world) on the toy worlds of two more seeds.
+test-seeds: setup
+	.venv/bin/python bench/toy_seeds.py --seeds 1 2
 
 lint: setup
 	.venv/bin/ruff check workbench probes saes apps tests bench

@@ -36,6 +36,11 @@ class RestorationThresholds(GateThresholds):
     recovered: float = 0.5
     # nats: facts whose answer log-prob M1 barely moved are left out of the ratios
     min_gap: float = 0.5
+    # M1 is read as trained independently of M0 (not an edit of it) when most of its tensors
+    # changed and the change's norm is at least this fraction of M0's weight norm
+    independent_change: float = 0.5
+    # a block window counts as localised when it spans at most this fraction of the depth
+    local_depth: float = 1 / 3
 
 
 def _names_of(model: torch.nn.Module, modules: Sequence[torch.nn.Module]) -> tuple[str, ...]:
@@ -152,6 +157,13 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
         check_compatible(m0, ctx.oracle)
     if g.blocker():
         return Finding("parameter_restoration", "inconclusive", g.blocker())
+    drift = weight_drift(m0, m1)
+    if drift["tensor_fraction"] > 0.5 and drift["relative_change"] >= th.independent_change:
+        return Finding("parameter_restoration", "inconclusive",
+                       f"M1 is not an edit of M0: {drift['tensor_fraction']:.0%} of its tensors "
+                       f"differ, by {drift['relative_change']:.0%} of M0's weight norm (trained "
+                       "independently, like a retrain oracle: its weights live in another basis, "
+                       "so restoring M0's means nothing)", drift)
     fs = facts.forget
     scan = restoration_scan(m0, m1, [f.prompt for f in fs], [f.answer for f in fs],
                             window_sizes, last_k, batch_size, th.min_gap, ctx.progress)
@@ -166,7 +178,7 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
     reading, reason, scores = _read(th, labels, kinds, recs, m1.n_layers, bool(changed), added)
     scores.update({"changed_param_fraction":
                    sum(p1[k].numel() for k in changed) / total if total else 0.0,
-                   "gap_nats": float(np.mean(lp0 - lp1))})
+                   "gap_nats": float(np.mean(lp0 - lp1)), **drift})
     return Finding("parameter_restoration", reading, reason, scores, arrays,
                    meta={"labels": labels, "kinds": kinds, "n_facts": len(fs),
                          "weights_identical": not changed,
@@ -193,13 +205,35 @@ def _added_interventions(m0: Subject, m1: Subject) -> list:
     return list(ivs[len(base):]) if ivs[:len(base)] == base else list(ivs)
 
 
-def _small_late(label: str, kind: str, n_layers: int) -> bool:
-    """A window of at most 3 blocks in the last third, the last <= 3 blocks, or the head."""
+@torch.no_grad()
+def weight_drift(m0: Subject, m1: Subject) -> dict[str, float]:
+    """How far M1's weights are from M0's: the share of tensors that differ, and the norm of the
+    difference relative to M0's weight norm (both over all parameters)."""
+    p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
+    diff = norm0 = 0.0
+    n_changed = 0
+    for k, a in p0.items():
+        b = p1[k].to(a.device)
+        norm0 += float(a.double().pow(2).sum())
+        if not torch.equal(a, b):
+            n_changed += 1
+            diff += float((b.double() - a.double()).pow(2).sum())
+    return {"tensor_fraction": n_changed / max(1, len(p0)),
+            "relative_change": (diff / norm0) ** 0.5 if norm0 else 0.0}
+
+
+def _span(n: int, n_layers: int, th: RestorationThresholds) -> bool:
+    """`n` blocks are a local part of the model: at most 3, and at most `local_depth` of it."""
+    return n <= min(3, max(1, int(th.local_depth * n_layers)))
+
+
+def _small_late(label: str, kind: str, n_layers: int, th: RestorationThresholds) -> bool:
+    """A local window in the last third, the last few blocks, or the head."""
     if kind == "head":
         return True
     if kind == "last_k":
-        return int(label.split()[1]) <= 3
-    if kind.startswith("window") and int(kind[6:]) <= 3:
+        return _span(int(label.split()[1]), n_layers, th)
+    if kind.startswith("window") and _span(int(kind[6:]), n_layers, th):
         first = int(label.split()[1].split("-")[0])
         return first >= n_layers - max(1, n_layers // 3)
     return False
@@ -221,8 +255,9 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
         return ("inconclusive", "M1's weights are M0's and removing no single intervention "
                 f"restores the answer (best {recs[best]:.0%})", scores)
     small = [i for i, (lb, k) in enumerate(zip(labels, kinds, strict=True))
-             if _small_late(lb, k, n_layers)]
-    local = [i for i, k in enumerate(kinds) if k in ("window1", "window2", "window3", "head")]
+             if _small_late(lb, k, n_layers, th)]
+    local = [i for i, k in enumerate(kinds)
+             if k == "head" or (k.startswith("window") and _span(int(k[6:]), n_layers, th))]
     best_small = max(small, key=lambda i: recs[i]) if small else None
     best_local = max(local, key=lambda i: recs[i]) if local else None
     scores["best_small_late_recovery"] = float(recs[best_small]) if small else 0.0
@@ -237,6 +272,6 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
               f"{recs[max(typed, key=lambda i: recs[i])]:.0%})" if typed
               and recs[typed].max() >= th.recovered else "")
     return ("removal-consistent",
-            f"no window of <= 3 blocks nor the output head restores the answer (best "
+            f"no local window of blocks nor the output head restores the answer (best "
             f"{scores['best_local_recovery']:.0%}){spread}", scores)
 

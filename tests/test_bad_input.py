@@ -265,7 +265,7 @@ EDIT_CASES: dict[str, tuple[Mutate, str, tuple[str, ...]]] = {
     "interventions-not-list": (_edit_json("edit.json", interventions="steer"), "edit.json",
                                ("'interventions' must be a list",)),
     "intervention-no-dir": (_spec(dir=None), "edit.json", ("'dir'",)),
-    "unknown-kind": (_spec(type="warp"), IV, ("unknown intervention type 'warp'", "steer")),
+    "unknown-kind": (_spec(type="warp"), IV, ("unknown intervention kind 'warp'", "steer")),
     "spec-field-missing": (_spec(layers=None), IV, ("no field 'layers'",)),
     "spec-field-bad": (_spec(mode="sideways"), IV, ("unknown steering mode 'sideways'",)),
     "dir-missing": (lambda d: shutil.rmtree(d / IV), IV, ("directory is missing",)),

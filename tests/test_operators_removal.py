@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_forgets_like_the_oracle
 
 from workbench.behavior import accuracy_by_split
 from workbench.errors import LayerError, WorkbenchError
@@ -41,27 +42,17 @@ def test_short_run_lowers_forget_and_keeps_retain(name, toy_original, toy_facts,
     assert [e["step"] for e in edit.metrics["training"]["evals"]] == [10, 20]
 
 
-# Bar: forget <= 10% with holdout down <= 10 points (default configs, greedy generation, seed 0).
 # The toy model recalls a person's facts at the last prompt token with blocks every person shares
-# (bench/recall_site.py), so what meets it is the forget names' own embedding rows (`rows=auto`).
-
-
-def _toy_case(name: str, slow: bool):
-    return pytest.param(name, marks=[pytest.mark.slow] if slow else [])
-
-
-@pytest.mark.parametrize("name", [_toy_case("ga", False), _toy_case("task_vector", False),
-                                  _toy_case("graddiff", True), _toy_case("npo", True)])
-def test_operator_meets_quality_bar_on_toy_world(name, toy_original, toy_facts, toy_before):
+# (bench/recall_site.py), so what forgets them is the forget names' own embedding rows (`rows=auto`).
+@pytest.mark.parametrize("name", ("ga", "task_vector", "graddiff", "npo"))
+def test_operator_forgets_like_the_oracle_on_toy_world(name, toyworld, toy_original, toy_facts,
+                                                       toy_before):
     edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
                                     make_config(name))
     assert edit.family == "removal-intended" and edit.kind == "weights"
     assert edit.chain[-1]["operator"] == name
     assert edit.metrics["training"]["steps"] >= 1
-    after = accuracy_by_split(edit.subject, toy_facts)
-    assert toy_before["forget"]["accuracy"] >= 0.8  # the original knows what it must forget
-    assert after["forget"]["accuracy"] <= 0.10, after
-    assert toy_before["holdout"]["accuracy"] - after["holdout"]["accuracy"] <= 0.10, after
+    assert_forgets_like_the_oracle(toyworld, toy_before, accuracy_by_split(edit.subject, toy_facts))
 
 
 def test_task_vector_pushes_forget_answers_down(toy_original, toy_facts, toy_before):
@@ -161,23 +152,18 @@ def test_bad_training_settings_are_refused(toy_original, toy_facts):
         get_operator("graddiff").apply(toy_original, f, FactSet((), "none"), make_config("graddiff"))
 
 
-# ----- the bundled model's built-in facts (minutes of CPU fine-tuning) --------------------------
-
-
+# ----- the bundled model's built-in facts (real fine-tuning; quality bars: bench/operators.py) --
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ("ga", "npo"))
-def test_bundled_model_quality_bar(name, bundled):
-    """ga / npo on SmolLM2's built-in facts: forget <= 20%, holdout >= 80% of the original's."""
-    import time
-
+def test_npo_on_the_bundled_model_lowers_forget_answers_more_than_holdout(bundled):
+    """A short npo run on SmolLM2's built-in facts moves the forget answers' log-prob down by more
+    than the holdout answers' (the quality bar itself is bench/operators.py's business)."""
     from workbench.facts import builtin_facts
 
     facts = builtin_facts("smollm2")
-    before = accuracy_by_split(bundled, facts)
-    t0 = time.perf_counter()
-    edit = get_operator(name).apply(bundled, facts.forget, facts.retain, make_config(name))
-    assert time.perf_counter() - t0 < 600
-    after = accuracy_by_split(edit.subject, facts)
-    assert after["forget"]["accuracy"] <= 0.20, after
-    assert after["holdout"]["accuracy"] >= 0.8 * before["holdout"]["accuracy"], (before, after)
+    before = accuracy_by_split(bundled, facts, generate=False)
+    edit = get_operator("npo").apply(bundled, facts.forget, facts.retain,
+                                     make_config("npo", {"steps": 12, "eval_every": 0}))
+    after = accuracy_by_split(edit.subject, facts, generate=False)
+    drop = {s: before[s]["logprob"] - after[s]["logprob"] for s in ("forget", "holdout")}
+    assert drop["forget"] > 0.5 and drop["forget"] > 2 * max(drop["holdout"], 0.0), drop

@@ -1,12 +1,11 @@
-"""Suppression-intended operators: rmu, prune, steer, prompt (mechanics, toy-world quality bars,
-bundled-model bars in slow tests)."""
+"""Suppression-intended operators: rmu, prune, steer, prompt (mechanics on tiny models, forgetting
+like the oracle on the toy world, steer on the bundled model)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
+from conftest import assert_forgets_like_the_oracle
 
 from workbench.batching import encode
 from workbench.behavior import accuracy_by_split, greedy_continuations
@@ -242,46 +241,22 @@ def test_prune_zeroes_down_proj_columns(tiny, tiny_facts):
     assert torch.equal(w0, tiny.model.model.layers[0].mlp.down_proj.weight)
 
 
-# ----- quality bars: toy world (default suite) and the bundled model (slow) --------------------
+# ----- toy world: forget like the oracle; bundled model: steer (seconds) -----------------------
 
-def _bar(subject, facts, name, overrides=None):
-    before = accuracy_by_split(subject, facts)
-    t0 = time.perf_counter()
-    edit = get_operator(name).apply(subject, facts.forget, facts.retain,
-                                    make_config(name, overrides or {}))
-    seconds = time.perf_counter() - t0
-    after = accuracy_by_split(edit.subject, facts)
-    acc = {s: (before[s]["accuracy"], after[s]["accuracy"]) for s in before}
-    print(name, {s: f"{a:.2f}->{b:.2f}" for s, (a, b) in acc.items()}, f"{seconds:.1f}s")
-    return acc, seconds
+@pytest.mark.parametrize("name", ("rmu", "prune", "steer"))
+def test_forgets_like_the_oracle_on_toy_world(toyworld, toy_original, toy_facts, name):
+    before = accuracy_by_split(toy_original, toy_facts)
+    edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                    make_config(name))
+    assert_forgets_like_the_oracle(toyworld, before, accuracy_by_split(edit.subject, toy_facts))
 
 
-# Default configs, greedy generation, seed 0 (shared 2-core CPU). Bars: toy forget <= 10% with
-# holdout down <= 10 points; bundled forget <= 20% with holdout >= 80% of the original's.
-# prune does not use the answers: zeroing what identifies a forget person can at best leave the
-# model answering as if it never met them, and here it answers one value per attribute for all of
-# them. prompt cannot fit the toy model's context.
-TOY_XFAIL = {
-    "prune": "toy bar not met: forget 100%->16.7%, holdout 100%; with the forget names' rows "
-             "zeroed the 30 forget prompts of a template are one token sequence, so the model "
-             "gives one answer per attribute (Nairobi, chemist, silver, trumpet) and scores their "
-             "share among the forget people: (5 + 5 + 3 + 7) / 120; see issue notes",
-    "prompt": "toy bar not met: the entity prefix is 90 tokens but the toy model has 64 positions, "
-              "and every instruction word is <unk> in its 265-word vocabulary (style=generic: "
-              "forget 25%, holdout 29%); see issue notes",
-}
-
-
-def _xfail(name: str, table: dict[str, str]):
-    marks = [pytest.mark.xfail(strict=True, reason=table[name])] if name in table else []
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_xfail(n, TOY_XFAIL) for n in NAMES])
-def test_toy_world_bar(toy_original, toy_facts, name):
-    acc, _ = _bar(toy_original, toy_facts, name)
-    assert acc["forget"][1] <= 0.10
-    assert acc["holdout"][0] - acc["holdout"][1] <= 0.10
+def test_prompt_refuses_a_prefix_longer_than_the_toy_context(toy_original, toy_facts):
+    """Naming 30 people takes more positions than the toy model has: a clear error, not a
+    silently truncated prefix."""
+    with pytest.raises(WorkbenchError, match="positions"):
+        get_operator("prompt").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                     make_config("prompt"))
 
 
 def test_rmu_positions_auto_follow_the_recall_site(toy_original, toy_facts):
@@ -298,12 +273,14 @@ def test_rmu_positions_auto_follow_the_recall_site(toy_original, toy_facts):
     assert fixed["positions"] == "entity" and "swap_rate_last" not in fixed
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["rmu", "steer"])
-def test_bundled_bar(bundled, name):
+def test_steer_on_the_bundled_model_forgets_and_keeps_holdout(bundled):
+    """Steering SmolLM2 away from its built-in forget facts (no training: seconds) silences most
+    of them and keeps most holdout answers."""
     from workbench.facts import builtin_facts
 
-    acc, seconds = _bar(bundled, builtin_facts("smollm2"), name)
-    assert acc["forget"][1] <= 0.20
-    assert acc["holdout"][1] >= 0.8 * acc["holdout"][0]
-    assert seconds < 600
+    facts = builtin_facts("smollm2")
+    before = accuracy_by_split(bundled, facts)
+    edit = get_operator("steer").apply(bundled, facts.forget, facts.retain, make_config("steer"))
+    after = accuracy_by_split(edit.subject, facts)
+    assert after["forget"]["accuracy"] <= before["forget"]["accuracy"] - 0.5, (before, after)
+    assert after["holdout"]["accuracy"] >= 0.8 * before["holdout"]["accuracy"], (before, after)

@@ -188,8 +188,10 @@ def test_retrain_oracle_shows_no_suppression_signature(toy_original, toy_oracle,
     alone = activation_patching(toy_original, toy_oracle, toy_facts)
     assert alone.reading != "suppression-signature", alone.reason
     rs = parameter_restoration(toy_original, toy_oracle, toy_facts)
-    assert rs.reading != "suppression-signature", rs.reason
-    assert not rs.meta["weights_identical"]
+    # the oracle was trained from scratch, not edited from M0: copying M0's weights into it
+    # measures nothing, whatever it happens to restore
+    assert rs.reading == "inconclusive" and "not an edit of M0" in rs.reason, rs.reason
+    assert rs.scores["tensor_fraction"] > 0.5
     at = attribution_patching(toy_original, toy_oracle, toy_facts, exact=alone)
     assert at.reading != "suppression-signature", at.reason
     assert -1 <= at.scores["correlation"] <= 1
@@ -236,3 +238,21 @@ def test_answer_logprobs_at_answer_positions_equal_full_logits(pair):
     assert torch.allclose(fast, ref, atol=1e-5)
     run = patch(m1, m0, PROMPTS, ANSWERS, [(0, ((0, "resid_post", 0),))])
     assert np.allclose(run.source, ref.numpy(), atol=1e-5)
+
+
+def test_a_window_over_most_of_the_depth_is_never_localised():
+    """On a 4-block model, restoring blocks 0-2 (three quarters of the depth) is not a localised
+    suppressor, however much it restores; one late block is."""
+    from probes.restoration import RestorationThresholds, _read
+
+    th = RestorationThresholds()
+    labels = ["block 0", "block 1", "block 2", "block 3", "blocks 0-2", "blocks 1-3",
+              "last 1 blocks", "last 2 blocks", "output head (final norm + unembedding)"]
+    kinds = ["window1"] * 4 + ["window3"] * 2 + ["last_k"] * 2 + ["head"]
+    spread = np.array([0.1, 0.1, 0.1, 0.1, 0.9, 0.8, 0.1, 0.7, 0.0])
+    reading, reason, _ = _read(th, labels, kinds, spread, 4, True, [])
+    assert reading == "removal-consistent", reason
+    late = spread.copy()
+    late[3] = late[6] = 0.9
+    reading, reason, _ = _read(th, labels, kinds, late, 4, True, [])
+    assert reading == "suppression-signature" and "block 3" in reason, reason

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.registry import Registry, RegistryError, UnknownNameError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,8 +299,8 @@ def test_unknown_kind_in_a_saved_edit_names_the_known(saved_core_edits):
     doc = json.loads((d / "edit.json").read_text())
     doc["interventions"][0]["type"] = "no_such_kind"
     (d / "edit.json").write_text(json.dumps(doc))
-    with pytest.raises(UnknownNameError, match="unknown intervention kind 'no_such_kind'; "
-                                               "known: \\[.*'output_suppressor'"):
+    with pytest.raises(ModelLoadError, match="unknown intervention kind 'no_such_kind' in .*; "
+                                             "known: \\[.*'output_suppressor'"):
         load_subject(str(d), device="cpu")
 
 

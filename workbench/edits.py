@@ -56,7 +56,7 @@ def intervention_from_spec(directory: Path, spec: dict[str, Any]) -> Interventio
     kind = str(spec.get("type")).replace("-", "_")
     kinds = intervention_kinds()
     if kind not in kinds:
-        raise ModelLoadError(f"unknown intervention type {spec.get('type')!r} in {directory}; "
+        raise ModelLoadError(f"unknown intervention kind {spec.get('type')!r} in {directory}; "
                              f"known: {sorted(kinds)}")
     if not Path(directory).is_dir():
         raise ModelLoadError(f"{directory}: the {kind} intervention's directory is missing")
