@@ -1,7 +1,8 @@
 """Activation patching: put a source model's activations into a base model, batched over cells.
 
 A *cell* is (layer, point, back): the hook point's output at `back` tokens before the last prompt
-token (0 = the answer-predicting position). Each batch row is one fact with a set of cells patched
+token (0 = the answer-predicting position; negative = the teacher-forced answer tokens, -1 the
+first). Each batch row is one fact with a set of cells patched
 at once, so a whole layers x points (x positions, x windows) sweep is a few batched forward
 passes instead of one pass per cell. Patching only the last prompt token leaves every earlier
 token unchanged (causal attention), so the `incremental` path runs the base model once on the
@@ -107,13 +108,17 @@ def _plan(chunk_rows: Sequence[tuple[int, tuple[Cell, ...]]], src: dict[tuple[in
 
 
 def source_activations(source: Subject, prompts: Sequence[str], cells: set[Cell],
-                       batch_size: int = 32) -> dict[tuple[int, str], Tensor]:
+                       batch_size: int = 32, answers: Sequence[str] | None = None
+                       ) -> dict[tuple[int, str], Tensor]:
     """The source's activations for every (layer, point) in `cells`: [facts, d] at the last
-    prompt token, or [facts, pos, d] when some cell patches an earlier position."""
+    prompt token, or [facts, pos, d] when some cell patches another position (on the prompts
+    followed by `answers`, teacher-forced, when given: needed for answer positions)."""
     layers = sorted({c[0] for c in cells})
     points = sorted({c[1] for c in cells})
     position = "all" if any(c[2] for c in cells) else "last"
-    acts = capture(source, list(prompts), layers, points, position=position, batch_size=batch_size)
+    acts = capture(source, list(prompts), layers, points, position=position,
+                   answers=list(answers) if answers is not None and position == "all" else None,
+                   batch_size=batch_size)
     return {(L, p): acts.layer(L, p) for L in layers for p in points}
 
 
@@ -133,14 +138,16 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
     if not rows:
         raise WorkbenchError("no patching rows to run")
     cells = {c for _, cs in rows for c in cs}
-    bad = [c for c in cells if not 0 <= c[0] < base.n_layers or c[1] not in POINTS or c[2] < 0]
+    bad = [c for c in cells if not 0 <= c[0] < base.n_layers or c[1] not in POINTS]
     if bad:
         raise LayerError(f"invalid patch cell(s) {sorted(bad)[:5]} for {base.name} "
                          f"({base.n_layers} layers, points {POINTS})")
     dev = base.device
     b = encode(base.tokenizer, prompts, answers, device=dev)
+    _check_positions(rows, b)
     if any(c[2] for c in cells):
-        src = {k: v.to(dev) for k, v in source_activations(source, prompts, cells).items()}
+        src = {k: v.to(dev) for k, v in
+               source_activations(source, prompts, cells, answers=answers).items()}
         lp_src = None
     else:  # one pass of the source gives both its activations and its answer log-probs
         src, lp_src = _source_pass(source, prompts, answers, cells)
@@ -165,6 +172,16 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
         out = _sweep(lambda rs, plan: _full_rows(base, b, rs, plan), rows, src,
                      lambda f, back: last[f] - back, batch_size, dev, progress, "patch (full)")
     return PatchRun(out.cpu().numpy(), lp_base.cpu().numpy(), lp_src.cpu().numpy(), used)
+
+
+def _check_positions(rows: Sequence[tuple[int, tuple[Cell, ...]]], b: Batch) -> None:
+    """Every cell's position (last prompt token - back) must lie inside its fact's tokens."""
+    last, length = b.last.tolist(), b.lengths.tolist()
+    for f, cs in rows:
+        out = [c for c in cs if not 0 <= last[f] - c[2] < length[f]]
+        if out:
+            raise LayerError(f"invalid patch cell(s) {out[:5]} for fact {f}: back must lie in "
+                             f"{last[f] + 1 - length[f]}..{last[f]} (its prompt and answer tokens)")
 
 
 def _sweep(run, rows, src, pos_of, batch_size, dev, progress, desc) -> Tensor:
