@@ -99,10 +99,27 @@ def activation_patching(f: Finding):
             z.append([float(v) for v in win] + [None] * (len(row) - len(win)))
             names.append(f"{p} (window {window}, by first block)")
     n = len(z[0]) if z else 0
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=names, zmin=0, zmax=1,
-                               colorscale="Viridis", colorbar={"title": "recovery"}))
-    fig.update_layout(title="Activation patching: M0 -> M1 recovery of the forget answers",
-                      xaxis_title="layer", template="plotly_white", height=360)
+    heat = go.Heatmap(z=z, x=list(range(n)), y=names, zmin=0, zmax=1, colorscale="Viridis",
+                      colorbar={"title": "recovery", "len": 0.5, "y": 0.78})
+    title = "Activation patching: M0 -> M1 recovery of the forget answers"
+    if "uds_ratio" not in f.arrays:
+        fig = go.Figure(heat)
+        fig.update_layout(title=title, xaxis_title="layer", template="plotly_white", height=360)
+        return fig
+    from plotly.subplots import make_subplots
+
+    uds = f.scores.get("uds", float("nan"))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=("M0 -> M1 recovery",
+                                        f"Unlearning Depth Score {uds:.2f} (oracle -> M0, M1 -> M0)"))
+    fig.add_trace(heat, row=1, col=1)
+    layers = list(range(len(f.arrays["uds_ratio"])))
+    for key, name in (("uds_ratio", "erasure ratio (KE blocks)"),
+                      ("uds_ke_fraction", "facts the block encodes (KE)")):
+        fig.add_trace(go.Scatter(x=layers, y=[float(v) for v in f.arrays[key]], name=name,
+                                 mode="lines+markers"), row=2, col=1)
+    fig.update_yaxes(range=[0, 1.05], row=2, col=1)
+    fig.update_layout(title=title, xaxis2_title="layer", template="plotly_white", height=560)
     return fig
 
 

@@ -1,6 +1,6 @@
 """The activation-patching analysis module: which layers / components of M0, patched into M1,
 bring the forget answers back (the engine is `probes.patch_engine`), and, with an oracle, how deep
-the unlearning goes compared with retraining."""
+the unlearning goes compared with retraining (the Unlearning Depth Score, `probes.depth`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import GateThresholds, gate, resid, seed_all
+from probes.depth import TAU, Positions, unlearning_depth_score
 from probes.patch_engine import Cell, patch
 from workbench.batching import encode
 from workbench.capture import POINTS
@@ -31,9 +32,11 @@ class PatchingThresholds(GateThresholds):
     identical: float = 1e-4
     # nats: facts whose answer log-prob M1 barely moved are left out of the ratios
     min_gap: float = 0.5
-    # depth of unlearning against the oracle's: as deep at or above, shallow at or below
+    # UDS (depth of unlearning against the oracle's): as deep at or above, shallow at or below
     depth_removed: float = 0.7
     depth_shallow: float = 0.3
+    # UDS: a block encodes a fact when the oracle's patch drops M0's answer by more (nats/token)
+    ke_tau: float = TAU
 
 
 def recovery(patched: np.ndarray, lp1: np.ndarray, lp0: np.ndarray,
@@ -63,32 +66,10 @@ def _configs(n_layers: int, points: Sequence[str], window: int) -> list[tuple[st
     return out
 
 
-def _depth(m0: Subject, m1: Subject, oracle: Subject, prompts, answers, batch_size: int,
-           progress: bool) -> tuple[float, np.ndarray, np.ndarray]:
-    """Patch M1's and Mr's whole residual stream (every prompt position) at one layer into M0:
-    how much of each one's forgetting is already there at that layer. Depth = M1's mean
-    transfer over layers / Mr's (1 = erased as deep as the oracle). The last layer is left out
-    (there both transfer fully, trivially)."""
-    n, nf = m0.n_layers, len(prompts)
-    layers = list(range(max(n - 1, 1)))
-    last = encode(m0.tokenizer, prompts, device="cpu").last.tolist()
-    rows = [(f, tuple((L, "resid_post", k) for k in range(last[f] + 1)))
-            for L in layers for f in range(nf)]
-    curves = []
-    for src in (m1, oracle):
-        run = patch(m0, src, prompts, answers, rows, max(8, batch_size // 4), progress=progress)
-        dropped = run.logprobs.reshape(len(layers), nf)
-        # the fraction of X's forgetting moved into M0: (lp0 - patched) / (lp0 - lp_X)
-        curves.append(recovery(-dropped, -run.base, -run.source)[0])
-    d1, dr = curves
-    depth = float(np.clip(d1.mean() / dr.mean(), 0, 1)) if dr.mean() > 0.05 else float("nan")
-    return depth, d1, dr
-
-
 def _activation_patching(ctx: ProbeContext, th: PatchingThresholds,
                          points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
                          window: int = 3, all_positions: bool = False, max_back: int = 6,
-                         batch_size: int = 256) -> Finding:
+                         batch_size: int = 256, uds_positions: Positions = "answer") -> Finding:
     m0, m1, facts, oracle, progress = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.progress
     min_gap = th.min_gap
     seed_all(ctx.seed)
@@ -135,11 +116,9 @@ def _activation_patching(ctx: ProbeContext, th: PatchingThresholds,
     div = divergence(m0, m1, prompts)
     arrays["divergence_resid_post"] = div
     scores = {"gap_nats": float(np.mean(lp0 - lp1)), "max_divergence": float(div.max())}
-    depth = float("nan")
-    if oracle is not None:
-        depth, d1, dr = _depth(m0, m1, oracle, prompts, answers, batch_size, progress)
-        arrays["transfer_m1_into_m0"], arrays["transfer_oracle_into_m0"] = d1, dr
-        scores["depth"] = depth
+    unavailable: dict[str, str] = {}
+    depth = _uds(m0, m1, oracle, facts, th, uds_positions, batch_size, progress, scores, arrays,
+                 unavailable)
     single = [(pooled[i], labels[i]) for i, name in enumerate(labels)
               if "-" not in name and not name.startswith("resid")]
     best, best_label = max(single) if single else (float("nan"), "")
@@ -152,7 +131,28 @@ def _activation_patching(ctx: ProbeContext, th: PatchingThresholds,
     reading, reason = _read(th, div, best, best_label, resid_rec, depth, scores["gap_nats"])
     return Finding("activation_patching", reading, reason, scores, arrays,
                    meta={"method": run.method, "n_facts": nf, "points": list(points),
-                         "window": window, "labels": labels, "seed": ctx.seed})
+                         "window": window, "labels": labels, "seed": ctx.seed,
+                         "uds_positions": uds_positions, "unavailable": unavailable})
+
+
+def _uds(m0: Subject, m1: Subject, oracle: Subject | None, facts: FactSet,
+         th: PatchingThresholds, positions: Positions, batch_size: int, progress: bool,
+         scores: dict, arrays: dict, unavailable: dict) -> float:
+    """Record UDS (`uds`, per-block `uds_*` arrays, per-fact `uds_*_by_fact`), or say why not."""
+    if oracle is None:
+        unavailable["uds"] = "no oracle: UDS patches a retain oracle's activations into M0"
+        return float("nan")
+    d = unlearning_depth_score(m0, m1, oracle, facts, th.ke_tau, positions, batch_size, progress)
+    arrays.update({f"uds_{k}": v for k, v in d.by_layer().items()})
+    arrays.update({"uds_by_fact": d.by_fact, "uds_s1_by_fact": d.s1, "uds_s2_by_fact": d.s2,
+                   "uds_ke_by_fact": d.ke})
+    scores["uds_facts"] = float(np.isfinite(d.by_fact).sum())
+    if np.isnan(d.score):
+        unavailable["uds"] = (f"no block encodes any forget fact (the oracle's patch never drops "
+                              f"M0's answer by more than {th.ke_tau} nats per token)")
+    else:
+        scores["uds"] = d.score
+    return d.score
 
 
 PROBE = ProbeSpec("activation_patching", PatchingThresholds, _activation_patching)
@@ -161,14 +161,14 @@ PROBE = ProbeSpec("activation_patching", PatchingThresholds, _activation_patchin
 def activation_patching(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
                         points: Sequence[str] = ("resid_post", "mlp_out", "attn_out"),
                         window: int = 3, all_positions: bool = False, max_back: int = 6,
-                        batch_size: int = 256, seed: int = 0, progress: bool = False,
-                        device: str | None = None,
+                        batch_size: int = 256, uds_positions: Positions = "answer",
+                        seed: int = 0, progress: bool = False, device: str | None = None,
                         thresholds: PatchingThresholds | None = None) -> Finding:
     """Patch M0's activations into M1 on the forget facts (per layer, per window, per component)
-    and read where M0's answer comes back; with an oracle, also how deep M1 erased it."""
+    and read where M0's answer comes back; with an oracle, also how deep M1 erased it (UDS)."""
     return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds,
                  points=points, window=window, all_positions=all_positions, max_back=max_back,
-                 batch_size=batch_size)
+                 batch_size=batch_size, uds_positions=uds_positions)
 
 
 def _read(th: PatchingThresholds, div: np.ndarray, best: float, best_label: str,
@@ -193,10 +193,11 @@ def _read(th: PatchingThresholds, div: np.ndarray, best: float, best_label: str,
                     f"computes like M0 before it: the edit is confined to the last blocks")
     if not np.isnan(depth):
         if depth >= th.depth_removed:
-            return "removal-consistent", f"M1 erased the facts as deep as the oracle (depth {depth:.2f})"
+            return ("removal-consistent",
+                    f"M1 erased the facts as deep as the oracle (UDS {depth:.2f})")
         if depth <= th.depth_shallow:
             return ("suppression-signature",
-                    f"M1's forgetting lives much shallower than the oracle's (depth {depth:.2f})")
+                    f"M1's activations still carry most of what the oracle's lack (UDS {depth:.2f})")
     before_last = resid_rec[:-1].max() if resid_rec is not None and len(resid_rec) > 1 else 0.0
     if (np.isnan(best) or best < th.recovered) and before_last < th.recovered:
         return ("removal-consistent",

@@ -184,7 +184,7 @@ def test_output_suppressor_shows_suppression_signature(toy_original, suppressor,
 def test_retrain_oracle_shows_no_suppression_signature(toy_original, toy_oracle, toy_facts):
     ap = activation_patching(toy_original, toy_oracle, toy_facts, oracle=toy_oracle)
     assert ap.reading == "removal-consistent", ap.reason
-    assert ap.scores["depth"] == pytest.approx(1.0)
+    assert ap.scores["uds"] == pytest.approx(1.0)
     alone = activation_patching(toy_original, toy_oracle, toy_facts)
     assert alone.reading != "suppression-signature", alone.reason
     rs = parameter_restoration(toy_original, toy_oracle, toy_facts)

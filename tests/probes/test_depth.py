@@ -1,4 +1,5 @@
-"""The patch engine at teacher-forced answer positions against a naive loop."""
+"""The Unlearning Depth Score (probes.depth) on known truth, and the patch engine at answer
+positions against a naive loop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 from conftest import make_tiny_subject
 
+from probes.depth import aggregate, unlearning_depth_score
 from probes.patch_engine import patch
+from probes.patching import activation_patching
 from workbench.batching import encode
 from workbench.errors import LayerError
 from workbench.models import decoder_layers
@@ -82,3 +85,89 @@ def test_patching_rejects_positions_outside_the_tokens(pair):
         patch(m1, m0, PROMPTS, ANSWERS, [(0, ((0, "resid_post", -n - 1),))])
     with pytest.raises(LayerError, match="invalid patch cell"):
         patch(m1, m0, PROMPTS, ANSWERS, [(3, ((0, "resid_post", 5),))])  # "x": a 1-2 token prompt
+
+
+# ----- the aggregation ----------------------------------------------------------------------
+
+def test_aggregation_weights_ke_blocks_by_stage_one_and_clips():
+    s1 = np.array([[0.2, 0.02, 1.0], [0.01, 0.0, -3.0]])
+    s2 = np.array([[0.1, 5.0, 2.0], [9.0, 9.0, 9.0]])
+    d = aggregate(s1, s2, tau=0.05)
+    assert d.ke.tolist() == [[True, False, True], [False, False, False]]
+    assert d.by_fact[0] == pytest.approx((0.2 * 0.5 + 1.0 * 1.0) / 1.2)
+    assert np.isnan(d.by_fact[1])  # no KE block: left out, as in the reference
+    assert d.score == pytest.approx(d.by_fact[0])
+    assert np.isnan(aggregate(s1[1:], s2[1:]).score)  # nothing encoded: no score, not zero
+
+
+def test_uds_stays_in_the_unit_interval():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = aggregate(rng.normal(0.2, 1, (7, 5)), rng.normal(0, 3, (7, 5)))
+        assert 0 <= d.score <= 1
+        ok = np.isfinite(d.by_fact)
+        assert ((d.by_fact[ok] >= 0) & (d.by_fact[ok] <= 1)).all()
+        r = d.ratio[d.ke]
+        assert ((r >= 0) & (r <= 1)).all() and np.isnan(d.ratio[~d.ke]).all()
+
+
+# ----- known truth on the toy world ---------------------------------------------------------
+
+def test_oracle_scores_one_and_the_original_zero(toy_original, toy_oracle, toy_facts):
+    from workbench.controls import identity_edit
+
+    oracle = unlearning_depth_score(toy_original, toy_oracle, toy_oracle, toy_facts)
+    assert oracle.score == pytest.approx(1.0, abs=1e-6)
+    assert oracle.ke.any(1).mean() > 0.5  # most forget facts have knowledge-encoding blocks
+    same = unlearning_depth_score(toy_original, identity_edit(toy_original), toy_oracle, toy_facts)
+    assert same.score == pytest.approx(0.0, abs=1e-4)
+    assert np.array_equal(same.ke, oracle.ke)  # stage 1 does not depend on M1
+    for d in (oracle, same):
+        per = d.by_layer()
+        assert per["ke_fraction"].shape == (toy_original.n_layers,)
+        assert ((per["ke_fraction"] >= 0) & (per["ke_fraction"] <= 1)).all()
+
+
+def test_output_only_suppressor_scores_zero_and_noise_in_range(toy_original, toy_oracle,
+                                                               toy_facts):
+    from workbench.controls import noise_edit, output_only_suppressor
+
+    sup = output_only_suppressor(toy_original, toy_facts.forget)
+    d = unlearning_depth_score(toy_original, sup, toy_oracle, toy_facts)
+    assert d.score == pytest.approx(0.0, abs=1e-4)  # every activation is M0's own
+    noisy = unlearning_depth_score(toy_original, noise_edit(toy_original, 1.0), toy_oracle,
+                                   toy_facts)
+    assert 0 <= noisy.score <= 1
+
+
+def test_entity_positions_keep_the_known_cases(toy_original, toy_oracle, toy_facts):
+    from workbench.controls import identity_edit
+
+    kw = {"positions": "entity"}
+    oracle = unlearning_depth_score(toy_original, toy_oracle, toy_oracle, toy_facts, **kw)
+    same = unlearning_depth_score(toy_original, identity_edit(toy_original), toy_oracle,
+                                  toy_facts, **kw)
+    assert oracle.score == pytest.approx(1.0, abs=1e-6)
+    assert same.score == pytest.approx(0.0, abs=1e-4)
+    # the last block's output at the entity's tokens reaches no answer logit
+    assert np.abs(oracle.s1[:, -1]).max() < 1e-4 and not oracle.ke[:, -1].any()
+
+
+def test_activation_patching_records_uds_or_says_why_not(toy_original, toy_oracle, toy_facts):
+    from apps.figures import draw
+    from probes.base import Finding
+    from workbench.controls import output_only_suppressor
+
+    sup = output_only_suppressor(toy_original, toy_facts.forget)
+    with_oracle = activation_patching(toy_original, sup, toy_facts, oracle=toy_oracle)
+    n, nf = toy_original.n_layers, len(toy_facts.forget)
+    assert with_oracle.scores["uds"] == pytest.approx(0.0, abs=1e-4)
+    for k in ("uds_s1", "uds_s2", "uds_ratio", "uds_ke_fraction"):
+        assert with_oracle.arrays[k].shape == (n,)
+    assert with_oracle.arrays["uds_ke_by_fact"].shape == (nf, n)
+    assert with_oracle.arrays["uds_by_fact"].shape == (nf,)
+    assert "uds" not in with_oracle.meta["unavailable"]
+    back = Finding.from_json(with_oracle.to_json())
+    assert back == with_oracle and draw(back) is not None
+    alone = activation_patching(toy_original, sup, toy_facts)
+    assert "uds" not in alone.scores and "oracle" in alone.meta["unavailable"]["uds"]
