@@ -97,3 +97,22 @@ def test_eval_json_on_own_file(tmp_path, bundled):
     assert summary["forget"]["accuracy"] == 1.0
     assert summary["retain"]["accuracy"] == 0.5
     assert set(summary) == {"forget", "retain"}
+
+
+def test_cli_probe_prints_readings(toyworld):
+    import json
+
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    args = ["probe", "--original", str(toyworld.original_dir), "--edited",
+            str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path),
+            "--module", "logit_lens", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output[res.output.index("["):])
+    assert [f["name"] for f in doc] == ["logit_lens"]
+    assert doc[0]["reading"] == "removal-consistent"
+    bad = CliRunner().invoke(app, args[:-3] + ["--module", "nope"])
+    assert bad.exit_code == 2 and "unknown analysis module" in bad.output

@@ -31,7 +31,7 @@ def toy_before(toy_original, toy_facts):
 @pytest.mark.parametrize("name", ("graddiff", "npo"))
 def test_short_run_lowers_forget_and_keeps_retain(name, toy_original, toy_facts, toy_before):
     # the pre-locality recipe (every block, all positions, no projection, lr 1e-3): it moves the
-    # toy model, whose lookup is not at the entity's token (see tests/test_operators_locality.py)
+    # toy model, whose lookup is not at the entity's token (see tests/workbench/operators/test_training.py)
     edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
                                     make_config(name, {"steps": 20, "eval_every": 10, **MOVES}))
     after = accuracy_by_split(edit.subject, toy_facts, generate=False)

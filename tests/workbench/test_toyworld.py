@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 import torch
 
 from workbench import toyworld as tw
@@ -149,15 +148,3 @@ def test_force_rebuilds_and_cache_reuses(tmp_path):
     tw.build_toyworld(tmp_path / "a", config=_tiny_config(seed=1), progress=False, force=True,
                       workers=1)
     assert (a.root / "world.json").stat().st_mtime_ns != mtime
-
-
-@pytest.mark.slow
-def test_cli_full_build(tmp_path):
-    from typer.testing import CliRunner
-
-    from apps.cli import app
-
-    res = CliRunner().invoke(app, ["toyworld", "build", "--out", str(tmp_path / "w")])
-    assert res.exit_code == 0, res.output
-    stats = json.loads((tmp_path / "w" / "world.json").read_text())
-    assert stats["accuracy"]["original"]["forget"]["accuracy"] >= 0.95

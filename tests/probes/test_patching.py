@@ -1,4 +1,4 @@
-"""Analysis modules part B: activation patching, attribution patching, parameter restoration."""
+"""Activation patching (the batched engine, UDS), attribution patching, parameter restoration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Analysis modules part A read the control edits correctly on the toy world."""
+"""The read-out modules (behaviour, logit lens, linear probes, clusters, signal) read the control
+edits correctly on the toy world."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from probes.logit_lens import answer_rank_by_layer
 from workbench.controls import identity_edit, output_only_suppressor
 from workbench.errors import IncompatibleSubjectsError, WorkbenchError
 
-PART_A = ("behavior_pressure", "logit_lens", "linear_probes", "clusters", "signal")
+READOUTS = ("behavior_pressure", "logit_lens", "linear_probes", "clusters", "signal")
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +21,16 @@ def suppressor(toy_original, toy_facts):
 
 @pytest.fixture(scope="module")
 def controls(toy_original, toy_oracle, toy_facts, suppressor):
-    """Every part-A finding for the three controls (with the oracle as reference)."""
+    """Every finding of the read-out modules for the three controls (with the oracle as reference)."""
     cases = {"suppressor": suppressor, "oracle": toy_oracle,
              "identity": identity_edit(toy_original)}
     return {name: {f.name: f for f in run_battery(toy_original, m1, toy_facts, oracle=toy_oracle,
-                                                   modules=PART_A, progress=False)}
+                                                   modules=READOUTS, progress=False)}
             for name, m1 in cases.items()}
 
 
-def test_registry_lists_part_a():
-    assert set(PART_A) <= set(available())
+def test_registry_lists_the_readout_modules():
+    assert set(READOUTS) <= set(available())
     with pytest.raises(WorkbenchError, match="unknown analysis module"):
         get_probe("nope")
 
@@ -39,7 +40,7 @@ def test_suppressor_shows_the_signature(controls, module):
     assert controls["suppressor"][module].reading == "suppression-signature"
 
 
-@pytest.mark.parametrize("module", PART_A)
+@pytest.mark.parametrize("module", READOUTS)
 def test_oracle_is_never_suppression(controls, module):
     assert controls["oracle"][module].reading in ("removal-consistent", "inconclusive")
 
@@ -50,7 +51,7 @@ def test_oracle_without_reference_reads_removal(toy_original, toy_oracle, toy_fa
     assert f.reading == "removal-consistent", f.reason
 
 
-@pytest.mark.parametrize("module", PART_A)
+@pytest.mark.parametrize("module", READOUTS)
 def test_identity_is_not_suppression(controls, module):
     f = controls["identity"][module]
     assert f.reading == "inconclusive"
@@ -125,22 +126,3 @@ def test_answer_rank_by_layer_shape(toy_original, toy_facts):
 def test_incompatible_subjects_are_refused(toy_original, toy_facts, tiny):
     with pytest.raises(IncompatibleSubjectsError):
         get_probe("logit_lens")(toy_original, tiny, toy_facts)
-
-
-def test_cli_probe_prints_readings(toyworld):
-    import json
-
-    from typer.testing import CliRunner
-
-    from apps.cli import app
-
-    args = ["probe", "--original", str(toyworld.original_dir), "--edited",
-            str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path),
-            "--module", "logit_lens", "--json"]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    doc = json.loads(res.output[res.output.index("["):])
-    assert [f["name"] for f in doc] == ["logit_lens"]
-    assert doc[0]["reading"] == "removal-consistent"
-    bad = CliRunner().invoke(app, args[:-3] + ["--module", "nope"])
-    assert bad.exit_code == 2 and "unknown analysis module" in bad.output
