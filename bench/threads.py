@@ -2,7 +2,7 @@
 under its current load: what `tests/conftest.py` weighs when it drops to one thread on an
 oversubscribed machine, and `workbench.toyworld` when it scores the toy models on one thread.
 
-    python bench/threads.py [--threads 2] [--repeats 20] [--batch 32]
+    python bench/threads.py [--threads CORES] [--repeats 20] [--batch 32]
 
 The toy world's original model runs a batch of its fact prompts, one thread and `--threads`
 threads interleaved, median of `--repeats`. The answer depends on how busy the machine is, so
@@ -20,8 +20,8 @@ import time
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=None,
-                    help="the many-thread side (default: torch's own default here)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="the many-thread side (default: every core)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
@@ -30,8 +30,7 @@ def main() -> None:
     from workbench.batching import encode
     from workbench.toyworld import build_toyworld
 
-    default = torch.get_num_threads()
-    many = args.threads or default
+    default, many = torch.get_num_threads(), args.threads
     world = build_toyworld(progress=False)
     m0 = world.original(device="cpu")
     prompts = [f.prompt for f in world.facts()][: args.batch]
