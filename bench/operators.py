@@ -9,8 +9,8 @@ Prints, per model: wall time and forget / retain / holdout accuracy before -> af
 default configs (or with `--set` overrides for every operator), and whether the quality bars
 hold; then a plain fine-tuning step against an NPO step on the same batch with the same trainable
 parameters (median of interleaved repeats). Writes the same figures, with the answer log-probs
-and each edit's training log (steps, periodic forget / retain accuracy), to
-`bench/results/operators.json` under the options of the run.
+and each edit's config and metrics (the training log: steps, periodic forget / retain accuracy),
+to `bench/results/operators.json` under the options of the run.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
 
         record["operators"][name] = {"family": op.family, "wall_seconds": round(wall, 2),
                                      "after": _splits(after), "bar": bars(which, before, after),
-                                     "training": edit.metrics.get("training")}
+                                     "config": edit.config, "metrics": edit.metrics}
         t.add_row(name, op.family.split("-")[0], f"{wall:.1f}", str(steps), cell("forget"),
                   cell("retain"), cell("holdout"), bars(which, before, after))
         console.print(f"[dim]{which}/{name} done in {wall:.1f} s[/]")
