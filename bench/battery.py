@@ -3,6 +3,7 @@
 M1 is the output-only suppressor control in both worlds (the toy world also passes its retrain
 oracle). Prints per-module seconds and readings, and the total against its target (toy world:
 60 s on 2 cores; bundled model: 10 minutes). Run: `python bench/battery.py [--world toy|bundled]`.
+Writes the same figures to `bench/results/battery.json`, one entry per `--world`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def _toy():
     return w.original(device="cpu"), w.oracle(device="cpu"), w.facts(), "toy world"
 
 
-def run(world: str) -> float:
+def run(world: str, record: dict | None = None) -> float:
+    """The battery on `world`; `record` (when given) receives the figures as data."""
     from probes import available, run_battery
     from workbench.controls import output_only_suppressor
 
@@ -51,6 +53,13 @@ def run(world: str) -> float:
     missing = sorted(set(TARGET_MODULES) - set(available()))
     print(f"{'total':<24}{total:>9.1f}  target {TARGETS[world]:.0f} s "
           f"({TARGETS[world] / total:.2f}x headroom){'; missing: ' + str(missing) if missing else ''}")
+    if record is not None:
+        record.update({"m0": m0.name, "facts": source, "n_facts": len(facts),
+                       "oracle": oracle is not None, "total_seconds": round(total, 2),
+                       "target_seconds": TARGETS[world], "missing": missing,
+                       "modules": {f.name: {"seconds": round(f.seconds, 2), "reading": f.reading,
+                                            "reason": f.reason, "scores": f.scores}
+                                   for f in findings}})
     return total
 
 
@@ -66,8 +75,13 @@ def main() -> None:
 
     torch.manual_seed(0)
     print(f"torch threads {torch.get_num_threads()}")
+    results: dict = {}
     for world in (("toy", "bundled") if args.world == "both" else (args.world,)):
-        run(world)
+        results[world] = {}
+        run(world, results[world])
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    print(f"written to {relative(write_results('battery', vars(args), results))}")
 
 
 if __name__ == "__main__":

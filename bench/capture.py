@@ -5,6 +5,9 @@ peak memory (RSS above the loaded model on CPU; max allocated on CUDA) is its ow
 sets: spanning the model (deepest = last block) and within the first half.
 
     .venv/bin/python bench/capture.py [--repeats 5] [--batch-size 32] [--device cpu]
+
+Writes every method's time and peak memory to `bench/results/capture.json`, one entry per set of
+options.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def main() -> None:
                     f"(median of {args.repeats}, batch {args.batch_size})")
     for col in ("layers", "method", "seconds", "vs plain forward", "peak extra MB"):
         t.add_column(col, justify="right")
-    summary = {}
+    summary, measured = {}, {}
     for label, layers in LAYER_SETS.items():
         rows = []
         for method in METHODS:
@@ -112,9 +115,16 @@ def main() -> None:
             t.add_row(f"{label} {layers}", r["method"], f"{r['seconds']:.3f}",
                       f"{r['seconds'] / plain:.2f}x", f"{r['peak_mb']:.0f}")
         summary[label] = rows[2]["seconds"] / plain
+        measured[label] = {"layers": layers, "methods": rows}
     Console().print(t)
     print(f"device: {rows[0]['device']}")
     print("capture/plain ratio: " + ", ".join(f"{k} {v:.2f}x" for k, v in summary.items()))
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("capture", {k: v for k, v in vars(args).items() if k != "child"},
+                         {"prompts": 64, "layer_sets": measured,
+                          "capture_over_plain": summary})
+    print(f"written to {relative(path)}")
 
 
 if __name__ == "__main__":

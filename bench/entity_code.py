@@ -9,7 +9,8 @@
 
 A code where a hundred entities share a dozen directions leaves a sparse autoencoder no reason to
 give each entity a feature of its own, which is what `sae_clamp` needs to single out the forget
-entities (`saes.features.entity_specificity` counts such features).
+entities (`saes.features.entity_specificity` counts such features). Writes the table to
+`bench/results/entity_code.json`, one entry per `--model`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
                     f"at the entity's last token")
     for col in ("block", "variance explained by the entity", "PCs for 50%", "90%", "99%"):
         t.add_column(col, justify="right")
+    per_block = {}
     for L in layers:
         x = acts.layer(L, "resid_post")[torch.arange(len(rows)), at].double()
         x = x - x.mean(0)
@@ -59,7 +61,16 @@ def main() -> None:
         cum = s2.cumsum(0) / s2.sum()
         pcs = [int((cum < q).sum()) + 1 for q in (0.5, 0.9, 0.99)]
         t.add_row(str(L), f"{between:.0%}", *map(str, pcs))
-    Console(width=120).print(t)
+        per_block[str(L)] = {"entity_variance": between,
+                             "pcs": dict(zip(("50%", "90%", "99%"), pcs, strict=True))}
+    con = Console(width=120)
+    con.print(t)
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("entity_code", vars(args), {
+        "subject": subject.name, "facts": facts.name, "prompts": len(rows),
+        "entities": len(names), "blocks": per_block})
+    con.print(f"[dim]written to {relative(path)}[/]")
 
 
 if __name__ == "__main__":

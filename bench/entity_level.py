@@ -6,6 +6,7 @@ entities is forgotten, the other entities' retain and holdout facts stay (as in 
 
 The built-in split is fact-level (France's capital is forgotten, its language kept), so it never
 exercises what only entity-level sets switch on, such as the forget entities' embedding rows.
+Writes the figures to `bench/results/entity_level.json`, one entry per operator and overrides.
 """
 
 from __future__ import annotations
@@ -49,11 +50,19 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     after = accuracy_by_split(edit.subject, facts)
     training = edit.metrics.get("training", {})
-    Console().print(
+    con = Console()
+    con.print(
         f"{args.operator} {' '.join(args.overrides)}: {seconds:.0f} s, "
         f"steps {training.get('steps', '-')}, entity rows {training.get('entity_rows', '-')}; "
         + ", ".join(f"{s} ({before[s]['n']}) {before[s]['accuracy']:.0%} -> "
                     f"{after[s]['accuracy']:.0%}" for s in before))
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("entity_level", vars(args), {
+        "subject": subject.name, "facts": facts.name, "forgotten": list(FORGOTTEN),
+        "seconds": round(seconds, 1), "training": training or None,
+        "before": before, "after": after})
+    con.print(f"[dim]written to {relative(path)}[/]")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@
     python bench/operators.py                       # all operators, both models
     python bench/operators.py --models toy --operators ga,npo
     python bench/operators.py --models smollm2 --operators ga,npo --step-only
+    python bench/operators.py --models toy --operators rmu --set steps=240
 
 Prints, per model: wall time and forget / retain / holdout accuracy before -> after with their
-default configs, and whether the quality bars hold; then a plain fine-tuning step against an NPO
-step on the same batch with the same trainable parameters (median of interleaved repeats).
+default configs (or with `--set` overrides for every operator), and whether the quality bars
+hold; then a plain fine-tuning step against an NPO step on the same batch with the same trainable
+parameters (median of interleaved repeats). Writes the same figures, with the answer log-probs
+and each edit's config and metrics (the training log: steps, periodic forget / retain accuracy),
+to `bench/results/operators.json` under the options of the run.
 """
 
 from __future__ import annotations
@@ -66,15 +70,28 @@ def bars(which: str, before: dict, after: dict) -> str:
     return "yes" if ok else "no"
 
 
+def _splits(acc: dict[str, Any]) -> dict[str, Any]:
+    """accuracy_by_split, for the results file."""
+    return {s: {k: acc[s][k] for k in ("n", "accuracy", "logprob") if k in acc[s]} for s in acc}
+
+
 def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str], seed: int,
-                  generate: bool, oracle: Subject | None = None) -> Table:
+                  generate: bool, oracle: Subject | None = None,
+                  overrides: list[str] | None = None, record: dict | None = None) -> Table:
+    """The table of operators; `record` (when given) receives the same figures as data."""
+    record = {} if record is None else record
     before = accuracy_by_split(subject, facts, generate=generate)
+    record.update({"subject": subject.name, "facts": facts.name,
+                   "n": {"forget": len(facts.forget), "retain": len(facts.retain),
+                         "holdout": len(facts.holdout)},
+                   "before": _splits(before), "operators": {}})
     t = Table(title=f"{which}: {subject.name} on {facts.name} ({len(facts.forget)} forget, "
                     f"{len(facts.retain)} retain, {len(facts.holdout)} holdout)")
     for col in ("operator", "family", "wall s", "steps", "forget", "retain", "holdout", "bar"):
         t.add_column(col, justify="right")
     if oracle is not None:  # the gold standard of removal: retrained without the forget people
         ref = accuracy_by_split(oracle, facts, generate=generate)
+        record["oracle"] = {"after": _splits(ref), "bar": bars(which, before, ref)}
         t.add_row("retrain oracle", "reference", "-", "-",
                   *(f"{before[s]['accuracy']:.0%} -> {ref[s]['accuracy']:.0%}"
                     for s in ("forget", "retain", "holdout")), bars(which, before, ref))
@@ -82,8 +99,10 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
         op = get_operator(name)
         t0 = time.perf_counter()
         try:
-            edit = op.apply(subject, facts.forget, facts.retain, make_config(name, seed=seed))
+            edit = op.apply(subject, facts.forget, facts.retain,
+                            make_config(name, list(overrides or []), seed=seed))
         except WorkbenchError as e:  # one operator's bad fit must not end the benchmark
+            record["operators"][name] = {"error": str(e)}
             t.add_row(name, op.family.split("-")[0], "-", "-", f"error: {e}"[:60], "", "", "no")
             continue
         wall = time.perf_counter() - t0
@@ -95,14 +114,19 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
                 return "-"
             return f"{before[split]['accuracy']:.0%} -> {after[split]['accuracy']:.0%}"
 
+        record["operators"][name] = {"family": op.family, "wall_seconds": round(wall, 2),
+                                     "after": _splits(after), "bar": bars(which, before, after),
+                                     "config": edit.config, "metrics": edit.metrics}
         t.add_row(name, op.family.split("-")[0], f"{wall:.1f}", str(steps), cell("forget"),
                   cell("retain"), cell("holdout"), bars(which, before, after))
         console.print(f"[dim]{which}/{name} done in {wall:.1f} s[/]")
     return t
 
 
-def step_overhead(which: str, subject: Subject, facts: FactSet, repeats: int) -> Table:
-    """Plain NLL step vs NPO step: same batch, same trainable parameters, interleaved."""
+def step_overhead(which: str, subject: Subject, facts: FactSet, repeats: int,
+                  record: dict | None = None) -> Table:
+    """Plain NLL step vs NPO step: same batch, same trainable parameters, interleaved;
+    `record` (when given) receives the figures as data."""
     cfg = NPOConfig()
     edited = subject.clone()
     params = freeze_except(edited.model, trainable_modules(edited, cfg.params, cfg.layers))
@@ -133,6 +157,10 @@ def step_overhead(which: str, subject: Subject, facts: FactSet, repeats: int) ->
     for col in ("plain step s", "npo step s", "npo / plain", "reference precompute s (once)"):
         t.add_column(col, justify="right")
     t.add_row(f"{p:.4f}", f"{n:.4f}", f"{n / p:.2f}x", f"{ref_s:.3f}")
+    if record is not None:
+        record.update({"batch": len(idx), "trainable_params": sum(x.numel() for x in params),
+                       "repeats": repeats, "plain_step_seconds": p, "npo_step_seconds": n,
+                       "npo_over_plain": n / p, "reference_precompute_seconds": ref_s})
     return t
 
 
@@ -147,18 +175,28 @@ def main() -> None:
     ap.add_argument("--step-only", action="store_true", help="only the step-time comparison")
     ap.add_argument("--teacher-forced", action="store_true",
                     help="score accuracy teacher-forced instead of by greedy generation")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every operator (one without the key: an error row)")
     args = ap.parse_args()
     names = sorted(OPERATORS) if args.operators == "all" else args.operators.split(",")
     for n in names:
         get_operator(n)
     torch.manual_seed(args.seed)
     console.print(f"torch threads: {torch.get_num_threads()} (timings are noisy on a shared CPU)")
+    results: dict[str, Any] = {}
     for which in args.models.split(","):
         subject, facts, oracle = load_model(which, args.toy_root, args.facts)
+        results[which] = rec = {"edits": None, "step": {}}
         if not args.step_only:
+            rec["edits"] = {}
             console.print(run_operators(which, subject, facts, names, args.seed,
-                                        not args.teacher_forced, oracle))
-        console.print(step_overhead(which, subject, facts, args.repeats))
+                                        not args.teacher_forced, oracle, args.set,
+                                        rec["edits"]))
+        console.print(step_overhead(which, subject, facts, args.repeats, rec["step"]))
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("operators", vars(args), results)
+    console.print(f"[dim]written to {relative(path)}[/]")
 
 
 if __name__ == "__main__":

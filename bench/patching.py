@@ -3,7 +3,8 @@
 M0 is the bundled SmolLM2-135M; M1 is M0 with Gaussian noise on its last few blocks. Both
 implementations patch M0's `resid_post` into M1 at each fact's last prompt token, one layer at a
 time, and report the mean answer log-prob per layer. Run: `python bench/patching.py`.
-The last line reads `speedup: <ratio>x, max_abs_diff: <value>`.
+The last line printed reads `speedup: <ratio>x, max_abs_diff: <value>`; the figures also go to
+`bench/results/patching.json`, one entry per set of options.
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ def main() -> None:
           f"patched at layer 0 / {n // 2} / {n - 1}: {ref[0]:.3f} / {ref[n // 2]:.3f} / "
           f"{ref[-1]:.3f}")
     sec, vals = results[f"ours ({run.method})"]
+    from results_io import write_results  # bench/results_io.py, next to this script
+
+    write_results("patching", vars(args), {
+        "m0": m0.name, "m1": "noise on the last 4 blocks", "facts": source,
+        "n_facts": len(prompts), "transformer_lens_seconds": t_tl,
+        "implementations": {name: {"seconds": s, "speedup_vs_tl": t_tl / s,
+                                   "max_abs_diff_vs_tl": float(np.abs(v - ref).max())}
+                            for name, (s, v) in results.items()},
+        "mean_answer_logprob": {"M1": float(run.base.mean()), "M0": float(run.source.mean()),
+                                "patched_per_layer": ref}})
     print(f"speedup: {t_tl / sec:.1f}x, max_abs_diff: {np.abs(vals - ref).max():.2e}")
 
 

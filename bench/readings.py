@@ -4,6 +4,9 @@ M0 is the toy world's original, Mr its retrain oracle, M1 the operator's edit wi
 (seed 0). Prints one row per operator: behaviour after the edit and each module's reading.
 
     .venv/bin/python bench/readings.py [--operators ga,npo,rmu,prune,steer]
+
+Writes each edit's accuracies and each module's reading, reason and scores to
+`bench/results/readings.json`, one entry per `--operators`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,17 @@ def main() -> None:
         a = "/".join(f"{acc[s]['accuracy']:.0%}" for s in ("forget", "retain", "holdout"))
         t.add_row(name, a, *(SHORT[f.reading] for f in findings), f"{sec:.0f}")
     Console(width=220).print(t)
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("readings", vars(args), {
+        "world": world.stats["config_hash"], "facts": facts.name,
+        "operators": {name: {"seconds": round(sec, 1), "accuracy": acc,
+                             "findings": {f.name: {"reading": f.reading, "reason": f.reason,
+                                                   "scores": f.scores,
+                                                   "seconds": round(f.seconds, 2)}
+                                          for f in findings}}
+                      for name, acc, findings, sec in rows}})
+    print(f"written to {relative(path)}")
 
 
 if __name__ == "__main__":

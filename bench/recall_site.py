@@ -7,7 +7,8 @@ Prints `workbench.recall_site.swap_rates` for every block: the share of A's prom
 B's answer after B's residual is patched in at the entity's last token or at the last prompt
 token. A high `entity` rate at early blocks means recall happens at the entity's tokens (what the
 gradient operators' `positions=entity` default relies on); a high `last` rate from block 0 on
-means the entity is copied to the last token early and looked up there.
+means the entity is copied to the last token early and looked up there. Writes the rates to
+`bench/results/recall_site.json`, one entry per `--model`.
 """
 
 from __future__ import annotations
@@ -36,9 +37,17 @@ def main() -> None:
                     f"after patching B's residual in")
     for col in ("block", "at the entity's last token", "at the last prompt token"):
         t.add_column(col, justify="right")
-    for L, r in swap_rates(subject, ps).items():
+    rates = swap_rates(subject, ps)
+    for L, r in rates.items():
         t.add_row(str(L), f"{r['entity']:.0%}", f"{r['last']:.0%}")
     console.print(t)
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("recall_site", vars(args), {
+        "subject": subject.name, "facts": facts.name, "pairs": len(ps),
+        "swap_rates": {str(L): {"entity": r["entity"], "last": r["last"]}
+                       for L, r in rates.items()}})
+    console.print(f"[dim]written to {relative(path)}[/]")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ and (with --facts) forget / retain / holdout accuracy before and after the clamp
 
     python bench/sae_clamp.py --model smollm2-135m --sae DIR [--facts smollm2]
     python bench/sae_clamp.py --toyworld            # toy world, SAE trained on the fly
+
+Writes the figures (with the SAE's quality metrics) to `bench/results/sae_clamp.json`, one entry
+per set of options.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def main() -> None:
         t.add_column(col, justify="right")
     t.add_row(f"{p:.4f}", f"{s:.4f}", f"{s / p:.2f}x")
     con.print(t)
+    timing = {"batch": list(ids.shape), "repeats": args.repeats, "plain_seconds": p,
+              "spliced_seconds": s, "ratio": s / p}
 
     from saes.features import entity_specificity
 
@@ -95,6 +100,14 @@ def main() -> None:
         t.add_row(split, str(row["n"]), f"{row['accuracy']:.1%}", f"{a:.1%}",
                   f"{100 * (a - row['accuracy']):+.1f}")
     con.print(t)
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("sae_clamp", vars(args), {
+        "subject": subject.name, "facts": facts.name, "sae": edit.metrics["sae"],
+        "features": len(edit.subject.interventions[-1].features),
+        "apply_seconds": round(apply_s, 1), "forward": timing, "entity_specificity": spec,
+        "before": before, "after": after})
+    con.print(f"[dim]written to {relative(path)}[/]")
 
 
 if __name__ == "__main__":

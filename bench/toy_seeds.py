@@ -1,7 +1,8 @@
 """Do the science tests hold on other toy worlds? Builds the toy world of each seed (cached by
 config hash like the default one) and runs every test that reads it (`-m "toyworld and not slow"`)
 against it, one pytest session per seed. Prints a pass table and writes
-`bench/results/toy_seeds.json`; exits non-zero when a test fails on any seed.
+`bench/results/toy_seeds.json` (one entry per set of options); exits non-zero when a test fails
+on any seed.
 
     .venv/bin/python bench/toy_seeds.py --seeds 1 2
 """
@@ -9,7 +10,6 @@ against it, one pytest session per seed. Prints a pass table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -18,8 +18,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from results_io import relative, write_results  # bench/results_io.py, next to this script
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "toy_seeds.json"
 
 
 def run_seed(seed: int, extra: list[str]) -> dict:
@@ -71,13 +72,10 @@ def main() -> int:
     failed = [(n, r["seed"]) for n in names for r in runs if r["tests"].get(n) == "failed"]
     for n, s in failed:
         print(f"FAILED on seed {s}: {n}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"runs": runs, "failed": failed}, indent=2))
-    tmp.replace(RESULTS)
+    path = write_results("toy_seeds", vars(args), {"seeds": runs, "failed": failed})
     ok = not failed and all(r["returncode"] == 0 for r in runs)
     print(f"{'all toy-world tests pass' if ok else 'FAILURES'} on seeds {args.seeds}; "
-          f"written to {RESULTS.relative_to(ROOT)}")
+          f"written to {relative(path)}")
     return 0 if ok else 1
 
 

@@ -10,8 +10,9 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# On an oversubscribed machine torch's intra-op threads fight each other (a tiny model's forward
-# pass was measured 50x slower with 2 threads than with 1 under load 17 on 2 cores). Only a load of
+# On an oversubscribed machine torch's intra-op threads fight each other (a small model's forward
+# pass runs many times slower with several threads than with one: bench/threads.py, run under
+# load, writes both times and the load to bench/results/threads.json). Only a load of
 # twice the cores counts: right after the default suite the load sits near the core count, and one
 # thread there would halve the speed of the timed slow tests.
 if os.getloadavg()[0] > 2 * (os.cpu_count() or 1):

@@ -7,7 +7,7 @@ Hook names follow TransformerLens (`blocks.{L}.hook_resid_post` ...) whatever th
 - `tl`: TransformerLens `run_with_cache(names_filter=..., stop_at_layer=...)` on the bridge view.
 - `nnsight`: an nnsight trace that saves the same modules' outputs and stops; `remote=True` runs it
   on a hosted model through NDIF (see the README).
-All three agree to ~1e-5 on the bundled model (tests/workbench/test_capture.py).
+All three agree on the bundled model within the tolerances tests/workbench/test_capture.py asserts.
 """
 
 from __future__ import annotations

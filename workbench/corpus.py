@@ -125,8 +125,8 @@ def default_corpus(facts: FactSet | None = None, seed: int = 0,
 def pack_texts(texts: Sequence[str], max_chars: int = 600) -> list[str]:
     """Join consecutive short texts (with a space) into chunks of up to `max_chars` characters.
 
-    Docstring paragraphs average ~40 tokens; packed to ~130 tokens, the SAE sees activations at
-    the positions ordinary text reaches and a batch wastes little on padding. Longer texts stay
+    Docstring paragraphs are much shorter than that; packed, the SAE sees activations at the
+    positions ordinary text reaches and a batch wastes little on padding. Longer texts stay
     whole (the capture cuts them)."""
     out: list[str] = []
     cur = ""

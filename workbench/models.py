@@ -401,7 +401,7 @@ def list_models() -> list[dict[str, str]]:
         gguf = bundled_gguf_path()
         cached = (gguf_cache_dir(gguf) / "config.json").exists()
         rows.append({"spec": BUNDLED, "kind": "bundled", "location": str(gguf),
-                     "cached": "yes" if cached else "no (de-quantized on first load, ~25 s)"})
+                     "cached": "yes" if cached else "no (de-quantized once, on first load)"})
     except ModelLoadError as e:
         rows.append({"spec": BUNDLED, "kind": "bundled", "location": str(e), "cached": "no"})
     models_dir = cache_root() / "models"

@@ -5,9 +5,11 @@ Facts of one relation phrased with the same template about two entities with dif
 one site, by B's, and the share of A's prompts that then answer B's first answer token is the
 site's *swap rate*: `entity` = at the entity's last token, `last` = at the last prompt token.
 A high `entity` rate means that after block L the entity's facts still live at its own tokens
-(SmolLM2: 82-86% at blocks 0-3, 1% at the last token); a high `last` rate from block 0 on means
-the entity was copied to the last token early and is looked up there (the toy model). `rmu`
-picks its misdirection positions from this (`positions=auto`), `bench/recall_site.py` prints it.
+(SmolLM2 in its early blocks, where patching the last token swaps almost nothing); a high `last`
+rate from block 0 on means the entity was copied to the last token early and is looked up there
+(the toy model). `rmu` picks its misdirection positions from this (`positions=auto`);
+`bench/recall_site.py` prints the rates of every block and writes them to
+`bench/results/recall_site.json`.
 
 Written here rather than with TransformerLens: it runs on the HF model the operators edit, with
 one forward hook per block, and needs nothing but the two patched positions.

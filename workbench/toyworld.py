@@ -63,12 +63,14 @@ class WorldConfig:
 
     seed: int = 0
     # People per split (200 in all). Forget and holdout are equal (30 people x 4 attributes =
-    # 120 facts each, enough to tell ~100% from chance ~11%) so "forgotten" vs "never shown to the
-    # operator" compare like for like. Retain is the largest trained split, so retain accuracy is
-    # stable and operators have plenty to regularise on (forget is ~21% of the trained people,
-    # near TOFU's forget10). Unseen people cost nothing to train, so there are more of them:
-    # membership tests get 240 non-member facts. Training cost grows with the trained people
-    # (140), which is what keeps both models under ~1-2 minutes on two CPU cores.
+    # 120 facts each, enough to tell a model that knows them from chance, `chance_rates`) so
+    # "forgotten" vs "never shown to the operator" compare like for like. Retain is the largest
+    # trained split, so retain accuracy is stable and operators have plenty to regularise on
+    # (forget is 30 of the 140 trained people, near TOFU's forget10). Unseen people cost nothing
+    # to train, so there are more of them: membership tests get 240 non-member facts. Training
+    # cost grows with the trained people, which is what keeps building both models cheap on a
+    # CPU (each world's `world.json` has its training times; `bench/toy_seeds.py` writes the
+    # build times of its seeds to `bench/results/toy_seeds.json`).
     n_forget: int = 30
     n_retain: int = 80
     n_holdout: int = 30

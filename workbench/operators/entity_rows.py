@@ -2,8 +2,9 @@
 
 Why: a model can move an entity's identity from its name to the last prompt token in its first
 block and look the facts up there, with weights that every entity shares. The toy model does
-this: `bench/recall_site.py` measures 64% patch transfer at the last token after block 0 against
-29% at the name. Then no update of the shared blocks tells the forget people from the others.
+this: after block 0, patching the last token transfers the answer more often than patching the
+name (`bench/recall_site.py --model toy`, `bench/results/recall_site.json`). Then no update of
+the shared blocks tells the forget people from the others.
 The only parameters that only the forget entities use are their own token rows. Training those
 rows makes the edit keyed on the entity and leaves every prompt that does not name one untouched.
 
@@ -11,10 +12,11 @@ The rows are trained only when the forget set is entity-level: no forget entity 
 entity of a retain fact, as in TOFU's forget splits (`rows=auto`). When the retain set keeps
 other facts about the same entities, moving the entity's key would erase those too. Nor are they
 trained by default when the embedding is tied to the unembedding (SmolLM2): a tied row is also
-the output vector of its token in every prediction, so it is not the entity's own. Measured on
-SmolLM2 with an entity-level split of its built-in facts (six countries forgotten whole), `ga`
-with the rows forced on stopped after 10 steps at forget 0%, retain 75%, holdout 64%; without
-them it ran 100 steps to forget 13%, retain 92%, holdout 77% (`bench/entity_level.py`).
+the output vector of its token in every prediction, so it is not the entity's own. On SmolLM2
+with an entity-level split of its built-in facts (a few countries forgotten whole), `ga` with the
+rows forced on stops early with nothing left to forget but costs retain and holdout far more than
+without them, where it runs all its steps and forgets a little less (`bench/entity_level.py ga
+rows=entity` against `bench/entity_level.py ga`, in `bench/results/entity_level.json`).
 
 Rows that the retain facts or ordinary prose also use are damped by the same projection that
 `preserve` applies to the blocks. The embedding is read as a linear map of one-hot inputs, so its

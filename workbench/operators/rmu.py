@@ -12,12 +12,13 @@ models), and both MSEs are divided by that norm squared over d_model, so `alpha`
 `adaptive=true` (Dang et al. 2025, "adaptive RMU"): each token's target norm is `coef` times that
 token's own original activation norm instead of a single constant.
 
-Departures, measured on SmolLM2's built-in facts (26 forget facts rather than a corpus): the forget
-loss covers only the tokens where the model holds the entity after `layer` (`positions=auto`, from
-`workbench.recall_site`), not every token; 480 steps with a cosine decay to lr/10 rather than a
-constant rate (the retain term keeps repairing other facts long after the forget facts are gone:
-holdout 67% at step 80, 78-89% at 480, seeds 0-2; on the toy model forget keeps falling, from
-10.8% at 240 steps to 4.2%); and counterfactual anchors held like retain.
+Departures, chosen on SmolLM2's built-in facts (a few dozen forget facts rather than a corpus):
+the forget loss covers only the tokens where the model holds the entity after `layer`
+(`positions=auto`, from `workbench.recall_site`), not every token; 480 steps with a cosine decay
+to lr/10 rather than a constant rate (the retain term keeps repairing other facts long after the
+forget facts are gone, so holdout keeps rising with more steps on every seed, and on the toy model
+forget keeps falling; figures: `bench/operators.py --operators rmu --seed S --set steps=N` writes
+`bench/results/operators.json`); and counterfactual anchors held like retain.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class RMUConfig(OperatorConfig):
     when the entity was already copied to the last token (toy model). Anchors
     (`workbench.operators.anchors`) are entity, relation and neighbour swaps of each forget
     prompt, held to the original like retain, so the shortcuts that would also hit unshown facts
-    are ruled out (SmolLM2 built-in facts, seed 0: holdout 37% without anchors, 89% with these
-    defaults)."""
+    are ruled out (on SmolLM2's built-in facts holdout falls far lower without anchors than with
+    these defaults: `bench/operators.py --models smollm2 --operators rmu --set anchors=0` against
+    the default run, in `bench/results/operators.json`)."""
 
     layer: int | None = option(None, "block whose output is misdirected (None: a quarter of "
                                      "the depth)")

@@ -61,8 +61,9 @@ class TrainingConfig(OperatorConfig):
     says how many layers were). `rows=auto` trains the forget entities' embedding rows when the
     updates are entity-focused, no forget entity is the entity of a retain fact and the embedding
     is untied (then those rows are the forget entities' own parameters). `rows_lr`: a row moves
-    only by its own entity's facts and Adam moves each coordinate ~lr per step, so rows of RMS
-    ~0.1 need ~1e-2 to change within tens of steps."""
+    only by its own entity's facts and Adam moves each coordinate by about lr per step, so the
+    rate is set near a tenth of the rows' typical magnitude, for them to change within tens of
+    steps."""
 
     lr: float = option(3e-4, "AdamW learning rate", gt=0)
     steps: int = option(100, "maximum optimiser steps", ge=1)
