@@ -39,14 +39,9 @@ if TYPE_CHECKING:  # sae_lens pulls in TransformerLens (seconds): imported where
 @dataclass(frozen=True)
 class SAETrainConfig:
     """What to train. The defaults (TopK, 1024 features, k 32, 60k tokens x 6 epochs, batch 512,
-<<<<<<< HEAD
-    lr 2e-3) reach EV >= 0.7, loss recovered >= 80% and <= 20% dead features on SmolLM2-135M
-    layer 15 in under 10 minutes on 2 CPU cores, capture included (tests/saes/test_saes.py)."""
-=======
-    lr 2e-3) meet the quality targets that tests/saes/test_saes.py's slow test asserts on SmolLM2-135M
-    layer 15 (EV >= 0.7, loss recovered >= 80%, <= 20% dead features) in minutes on a CPU;
+    lr 2e-3) meet the quality targets that tests/saes/test_saes.py's slow test asserts on
+    SmolLM2-135M layer 15 (EV >= 0.7, loss recovered >= 80%, <= 20% dead features) in minutes on a CPU;
     `bench/sae_train.py` writes their figures and time to `bench/results/sae_train.json`."""
->>>>>>> wt-figs
 
     layer: int | None = option(None, "block whose activations it reads (None: the middle one)")
     point: Point = option("resid_post", "hook point within that block")
