@@ -276,7 +276,8 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
                     "oracle": facts.retain + facts.holdout}
         if log:
             log(f"training original ({len(training['original'])} facts) and oracle "
-                f"({len(training['oracle'])} facts), {config.train.epochs} epochs each")
+                f"({len(training['oracle'])} facts) until loss < {config.train.target_loss:g} "
+                f"(at most {config.train.epochs} epochs)")
         infos = train_many([dict(tokenizer=tokenizer, pairs=_pairs(train), cfg=config.train,
                                  seed=config.seed, out=tmp / what, name=what, progress=progress)
                             for what, train in training.items()], workers=workers)
@@ -298,6 +299,7 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
             "attributes": {rel: list(v) for rel, (v, _) in ATTRIBUTES.items()},
             "chance": chance_rates(), "accuracy": accuracy, "train_seconds": timings,
             "final_loss": {what: round(info["final_loss"], 5) for what, info in done.items()},
+            "epochs_trained": {what: info["epochs"] for what, info in done.items()},
             "train_cpu_seconds": cpu, "train_wall_seconds": round(t_train, 2),
             "build_seconds": round(time.perf_counter() - t0, 2),
         }
