@@ -217,7 +217,7 @@ def _directional_ablation(ctx: ProbeContext, th: AblationThresholds,
               "accepted_M1": ok1, "shift_M1": s1.shift}
     scores = {"forget_acc_M0": acc0, "forget_acc_M1": s1.base_forget,
               "retain_acc_M1": s1.base_retain}
-    rec_floor = None
+    rec_floor, meta_floor = None, None
     if oracle is not None:
         sr = sweep(m0, oracle, fit, ev, retain, layers, th, position, batch_size,
                    ctx.progress, "ablate Mr")
@@ -228,13 +228,12 @@ def _directional_ablation(ctx: ProbeContext, th: AblationThresholds,
                        "retain_acc_Mr": sr.retain, "accepted_Mr": okr, "shift_Mr": sr.shift})
         rec_floor, ir = _best(recr, okr)
         scores.update({"forget_acc_Mr": sr.base_forget, "floor_recovery": rec_floor})
-        if ir >= 0:
-            scores["floor_config"] = float(ir)
+        meta_floor = labels[ir] if ir >= 0 else None
     best, i1 = _best(rec1, ok1)
     scores["recovery"] = best
     meta = {"labels": labels, "layers": layers, "position": position, "n_fit": len(fit),
             "n_eval": len(ev), "n_retain": len(retain), "seed": ctx.seed,
-            "best_config": labels[i1] if i1 >= 0 else None,
+            "best_config": labels[i1] if i1 >= 0 else None, "floor_best_config": meta_floor,
             "floor": "retrain oracle" if oracle is not None else None}
     if not s1.has_dir.any():
         return Finding("directional_ablation", "inconclusive",
