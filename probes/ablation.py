@@ -11,9 +11,10 @@ are judged on; a layer whose ablation costs M1 more than `utility_drop` of its r
 left out of the reading. The floor is the same procedure on the retrain oracle (its own direction
 against M0, on its own recovery scale; below 0 it counts as 0).
 
-Choices: directions from the last prompt token by default (`position="entity"`: the entity's last
-token; `"all"`: every real token); retain utility on a seeded sample of `n_retain` retain facts
-(holdout without a retain split). It acts on activations, so it applies to hooks too: the ablation
+Choices: every layer of a small model, else 12 evenly spaced ones plus the layers where M1's
+(and the oracle's) shift from M0 grows most; directions from the last prompt token by default
+(`position="entity"`: the entity's last token; `"all"`: every real token); retain utility on a
+seeded sample of `n_retain` retain facts (holdout without a retain split). It acts on activations, so it applies to hooks too: the ablation
 hook runs after M1's own hooks on the same block, so a steering push is removed; an edit that
 changes no residual (an output-only hook) has no direction to ablate.
 """
@@ -34,7 +35,7 @@ from probes.attack_common import (
     weight_attack_blocker,
 )
 from probes.base import Finding, ProbeContext, ProbeSpec
-from probes.common import default_layers, gate, seed_all
+from probes.common import gate, seed_all
 from workbench.batching import last_true, span_mask
 from workbench.behavior import answer_logprobs
 from workbench.capture import capture
@@ -134,28 +135,43 @@ def ablated_exact(subject: Subject, ablate: dict[int, np.ndarray], prompts: Sequ
 
 @dataclass(frozen=True)
 class Sweep:
-    """One model's ablation sweep: per config (each layer, then all at once)."""
+    """One model's ablation sweep: per config (each chosen layer, then all of them at once)."""
 
     forget: np.ndarray  # forget (eval split) accuracy with the config's ablation
     retain: np.ndarray  # retain accuracy with it
     has_dir: np.ndarray  # bool: a direction exists for the config
-    shift: np.ndarray  # per layer |mean(h1 - h0)| / mean |h0|
     base_forget: float
     base_retain: float
 
 
-def sweep(m0: Subject, m: Subject, fit: FactSet, ev: FactSet, retain: FactSet,
-          layers: Sequence[int], th: AblationThresholds, position: str, batch_size: int,
-          progress: bool, desc: str) -> Sweep:
-    """Fit the directions of `m` against M0 on the `fit` facts (every phrasing), ablate them one
-    layer at a time and all at once, and measure forget accuracy on `ev` and retain accuracy
-    (NaN when there are no retain facts: utility unchecked)."""
+def fit_shift(m0: Subject, m: Subject, fit: FactSet, position: str,
+              batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`mean_shift` of `m` against M0 at every layer on the `fit` facts (every phrasing)."""
     rows = phrasings(fit)
-    shift, norms = mean_shift(m0, m, [p for _, p in rows], layers, position,
-                              [f.entity for f, _ in rows], batch_size)
-    dirs = directions(shift, norms, th.min_shift)
-    configs = [{L: d} if d is not None else {} for L, d in zip(layers, dirs, strict=True)]
-    configs.append({L: d for L, d in zip(layers, dirs, strict=True) if d is not None})
+    return mean_shift(m0, m, [p for _, p in rows], range(m.n_layers), position,
+                      [f.entity for f, _ in rows], batch_size)
+
+
+def pick_layers(n_layers: int, rel_shifts: Sequence[np.ndarray], max_layers: int = 12,
+                jumps: int = 3) -> list[int]:
+    """Every layer of a small model; else `max_layers` evenly spaced ones plus, per model, the
+    `jumps` layers where its relative shift from M0 grows most (where an edit acts)."""
+    if n_layers <= max_layers:
+        return list(range(n_layers))
+    out = {int(round(x)) for x in np.linspace(0, n_layers - 1, max_layers)}
+    for rel in rel_shifts:
+        inc = np.diff(rel, prepend=0.0)
+        out |= {int(i) for i in np.argsort(-inc)[:jumps] if inc[i] > 0}
+    return sorted(out)
+
+
+def sweep(m: Subject, dirs: Sequence[np.ndarray | None], layers: Sequence[int], ev: FactSet,
+          retain: FactSet, batch_size: int, progress: bool, desc: str) -> Sweep:
+    """Ablate `dirs` (one per layer of the model; None: no direction) from `m` at each of
+    `layers` alone and at all of them at once; forget accuracy on `ev`, retain accuracy (NaN
+    when there are no retain facts: utility unchecked)."""
+    configs = [{L: dirs[L]} if dirs[L] is not None else {} for L in layers]
+    configs.append({L: dirs[L] for L in layers if dirs[L] is not None})
     ep, ea = [f.prompt for f in ev], [f.answer for f in ev]
     rp, ra = [f.prompt for f in retain], [f.answer for f in retain]
 
@@ -167,9 +183,8 @@ def sweep(m0: Subject, m: Subject, fit: FactSet, ev: FactSet, retain: FactSet,
     for cfg in tqdm(configs, desc=desc, disable=not progress):
         fa.append(acc(cfg, ep, ea) if cfg else base_f)
         re.append(acc(cfg, rp, ra) if cfg else base_r)
-    has = np.array([bool(c) for c in configs])
-    rel = np.linalg.norm(shift, axis=-1) / np.maximum(norms, 1e-12)
-    return Sweep(np.array(fa), np.array(re), has, rel, base_f, base_r)
+    return Sweep(np.array(fa), np.array(re), np.array([bool(c) for c in configs]), base_f,
+                 base_r)
 
 
 def _useful(s: Sweep, th: AblationThresholds) -> np.ndarray:
@@ -198,7 +213,6 @@ def _directional_ablation(ctx: ProbeContext, th: AblationThresholds,
         check_compatible(m0, oracle)
     if g.blocker():
         return Finding("directional_ablation", "inconclusive", g.blocker())
-    layers = list(layers) if layers is not None else default_layers(m1)
     fit, ev = split_by_entity(facts.forget, ctx.seed)
     if not len(fit) or not len(ev):
         return Finding("directional_ablation", "inconclusive",
@@ -206,26 +220,33 @@ def _directional_ablation(ctx: ProbeContext, th: AblationThresholds,
     pool = facts.retain if len(facts.retain) else facts.holdout
     pick = np.sort(rng.permutation(len(pool))[:n_retain])
     retain = FactSet(tuple(pool[int(i)] for i in pick), "retain-sample")
-    s1 = sweep(m0, m1, fit, ev, retain, layers, th, position, batch_size, ctx.progress,
-               "ablate M1")
+    models = {"M1": m1} | ({"Mr": oracle} if oracle is not None else {})
+    shifts = {n: fit_shift(m0, m, fit, position, batch_size) for n, m in models.items()}
+    rel = {n: np.linalg.norm(sh, axis=-1) / np.maximum(nm, 1e-12)
+           for n, (sh, nm) in shifts.items()}
+    if layers is None:
+        layers = pick_layers(m1.n_layers, list(rel.values()))
+    layers = [int(L) for L in layers]
+    dirs = {n: directions(sh, nm, th.min_shift) for n, (sh, nm) in shifts.items()}
+    s1 = sweep(m1, dirs["M1"], layers, ev, retain, batch_size, ctx.progress, "ablate M1")
     acc0 = float(ablated_exact(m0, {}, [f.prompt for f in ev], [f.answer for f in ev],
                                batch_size).mean())
     labels = [f"layer {L}" for L in layers] + ["all layers"]
     rec1 = np.array([recovery_fraction(a, s1.base_forget, acc0, th.min_gap) for a in s1.forget])
     ok1 = s1.has_dir & _useful(s1, th)
     arrays = {"recovery_M1": rec1, "forget_acc_M1": s1.forget, "retain_acc_M1": s1.retain,
-              "accepted_M1": ok1, "shift_M1": s1.shift}
+              "accepted_M1": ok1, "shift_M1": rel["M1"]}
     scores = {"forget_acc_M0": acc0, "forget_acc_M1": s1.base_forget,
               "retain_acc_M1": s1.base_retain}
     rec_floor, meta_floor = None, None
     if oracle is not None:
-        sr = sweep(m0, oracle, fit, ev, retain, layers, th, position, batch_size,
-                   ctx.progress, "ablate Mr")
+        sr = sweep(oracle, dirs["Mr"], layers, ev, retain, batch_size, ctx.progress,
+                   "ablate Mr")
         recr = np.array([recovery_fraction(a, sr.base_forget, acc0, th.min_gap)
                          for a in sr.forget])
         okr = sr.has_dir & _useful(sr, th)
         arrays.update({"recovery_Mr": recr, "forget_acc_Mr": sr.forget,
-                       "retain_acc_Mr": sr.retain, "accepted_Mr": okr, "shift_Mr": sr.shift})
+                       "retain_acc_Mr": sr.retain, "accepted_Mr": okr, "shift_Mr": rel["Mr"]})
         rec_floor, ir = _best(recr, okr)
         scores.update({"forget_acc_Mr": sr.base_forget, "floor_recovery": rec_floor})
         meta_floor = labels[ir] if ir >= 0 else None

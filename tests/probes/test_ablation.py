@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from probes.ablation import AblationThresholds, ablated_exact, directional_ablation, split_by_entity
+from probes.ablation import (
+    AblationThresholds,
+    ablated_exact,
+    directional_ablation,
+    pick_layers,
+    split_by_entity,
+)
 from workbench.controls import identity_edit, output_only_suppressor
 from workbench.operators.base import get_operator, make_config
 
@@ -94,3 +100,10 @@ def test_a_null_direction_changes_nothing_and_keeps_m1_hooks(toy_original, toy_f
         np.testing.assert_array_equal(ablated_exact(s, {0: d, 2: d}, p, a), plain)
     assert ablated_exact(toy_original, {}, p, a).mean() - ablated_exact(steered, {}, p, a).mean() \
         >= 0.5
+
+
+def test_deep_models_sweep_a_grid_plus_where_the_edit_acts():
+    assert pick_layers(4, [np.ones(4)]) == [0, 1, 2, 3]
+    rel = np.r_[np.zeros(7), np.full(23, 5.0)]  # M1 departs from M0 at block 7
+    got = pick_layers(30, [rel, np.linspace(0.1, 0.5, 30)])
+    assert 7 in got and {0, 29} <= set(got) and len(got) <= 12 + 2 * 3
