@@ -151,3 +151,37 @@ def parameter_restoration(f: Finding):
                       yaxis_title="recovery (0 = M1, 1 = M0)", yaxis_range=[min(0, *recs), 1.05],
                       template="plotly_white", height=380)
     return fig
+
+
+@FIGURES.register("directional_ablation")
+def directional_ablation(f: Finding):
+    import plotly.graph_objects as go
+
+    labels = f.meta["labels"]
+    fig = go.Figure()
+    for m, name in (("M1", "M1"), ("Mr", "oracle (floor)")):
+        if f"recovery_{m}" not in f.arrays:
+            continue
+        ok = f.arrays[f"accepted_{m}"]
+        recs = [float(v) for v in f.arrays[f"recovery_{m}"]]
+        fig.add_trace(go.Bar(name=name, x=labels, y=recs,
+                             marker_pattern_shape=["" if a else "x" for a in ok],
+                             text=["" if a else "rejected" for a in ok]))
+    fig.update_layout(title="Directional ablation: forget-answer recovery per ablated layer "
+                            "(hatched: no direction or retain utility broken)",
+                      yaxis_title="recovery (0 = M1, 1 = M0)", barmode="group",
+                      template="plotly_white", height=380)
+    return fig
+
+
+@FIGURES.register("in_context_recovery")
+def in_context_recovery(f: Finding):
+    import plotly.graph_objects as go
+
+    conds = f.meta["conditions"]
+    fig = go.Figure([go.Bar(name=m, x=conds, y=[float(v) for v in f.arrays[f"acc_{m}"]])
+                     for m in MODELS if f"acc_{m}" in f.arrays])
+    fig.update_layout(title=f"In-context recovery: forget accuracy after {f.meta['k']} stated "
+                            "facts", yaxis_title="forget accuracy", barmode="group",
+                      template="plotly_white", height=360)
+    return fig

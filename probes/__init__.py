@@ -11,9 +11,11 @@ from types import MappingProxyType
 from typing import Any
 
 from probes import (
+    ablation,
     attribution,
     behavior_pressure,
     clusters,
+    in_context,
     linear_probes,
     logit_lens,
     patching,
@@ -27,7 +29,7 @@ from workbench.registry import Registry
 
 PROBES: Registry[Probe] = Registry("analysis module", name_of=lambda p: p.name)
 for _module in (behavior_pressure, logit_lens, linear_probes, clusters, signal, patching,
-                attribution, restoration):
+                attribution, restoration, ablation, in_context):
     PROBES.register(_module.PROBE.name, _module.PROBE)
 
 
