@@ -17,7 +17,7 @@ import torch
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.registry import Registry, RegistryError, UnknownNameError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----- the registry type ------------------------------------------------------------------------
