@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from probes.base import Finding
 from workbench.registry import Registry
 
@@ -134,3 +136,24 @@ def parameter_restoration(f: Finding):
                       yaxis_title="recovery (0 = M1, 1 = M0)", yaxis_range=[min(0, *recs), 1.05],
                       template="plotly_white", height=380)
     return fig
+
+
+@FIGURES.register("quantization")
+def quantization(f: Finding):
+    import plotly.graph_objects as go
+
+    qs = ["none", *f.meta.get("quantizers", [])]
+    broken = set(f.meta.get("broken", []))
+    fig = go.Figure()
+    for m in f.meta["models"]:
+        have = [q for q in qs if f"forget_{q}_{m}" in f.arrays]
+        fig.add_trace(go.Bar(name=m, x=[f"{q} (breaks M0)" if q in broken else q for q in have],
+                             y=[float(f.arrays[f"forget_{q}_{m}"].mean()) for q in have]))
+    rec = f.scores.get("recovery")
+    title = ("Quantization: forget accuracy per quantizer" + (
+        f" (best recovery {rec:.0%}, floor {f.scores.get('floor', float('nan')):.0%})"
+        if rec is not None else ""))
+    fig.update_layout(title=title, yaxis_title="forget accuracy", yaxis_range=[0, 1.05],
+                      barmode="group", template="plotly_white", height=360)
+    return fig
+
