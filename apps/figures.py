@@ -157,3 +157,22 @@ def quantization(f: Finding):
                       barmode="group", template="plotly_white", height=360)
     return fig
 
+
+@FIGURES.register("membership")
+def membership(f: Finding):
+    import plotly.graph_objects as go
+    from sklearn.metrics import roc_curve
+
+    fig = go.Figure()
+    for m in f.meta["models"]:
+        pos, neg = f.arrays[f"score_forget_{m}"], f.arrays[f"score_unseen_{m}"]
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
+        fig.add_trace(go.Scatter(x=fpr.tolist(), y=tpr.tolist(), mode="lines",
+                                 name=f"{m} (AUC {f.scores[f'auc_{m}']:.2f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line={"dash": "dot", "color": "grey"}))
+    fig.update_layout(title="Membership (Min-K%++): forget facts vs never-seen facts",
+                      xaxis_title="false positive rate (never-seen flagged)",
+                      yaxis_title="true positive rate (forget flagged)",
+                      template="plotly_white", height=380)
+    return fig

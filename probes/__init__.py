@@ -16,6 +16,7 @@ from probes import (
     clusters,
     linear_probes,
     logit_lens,
+    membership,
     patching,
     quantization,
     restoration,
@@ -28,7 +29,7 @@ from workbench.registry import Registry
 
 PROBES: Registry[Probe] = Registry("analysis module", name_of=lambda p: p.name)
 for _module in (behavior_pressure, logit_lens, linear_probes, clusters, signal, patching,
-                attribution, restoration, quantization):
+                attribution, restoration, quantization, membership):
     PROBES.register(_module.PROBE.name, _module.PROBE)
 
 
