@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from probes.base import Finding
 from workbench.registry import Registry
 
@@ -184,4 +186,44 @@ def in_context_recovery(f: Finding):
     fig.update_layout(title=f"In-context recovery: forget accuracy after {f.meta['k']} stated "
                             "facts", yaxis_title="forget accuracy", barmode="group",
                       template="plotly_white", height=360)
+    return fig
+
+
+@FIGURES.register("quantization")
+def quantization(f: Finding):
+    import plotly.graph_objects as go
+
+    qs = ["none", *f.meta.get("quantizers", [])]
+    broken = set(f.meta.get("broken", []))
+    fig = go.Figure()
+    for m in f.meta["models"]:
+        have = [q for q in qs if f"forget_{q}_{m}" in f.arrays]
+        fig.add_trace(go.Bar(name=m, x=[f"{q} (breaks M0)" if q in broken else q for q in have],
+                             y=[float(f.arrays[f"forget_{q}_{m}"].mean()) for q in have]))
+    rec = f.scores.get("recovery")
+    title = ("Quantization: forget accuracy per quantizer" + (
+        f" (best recovery {rec:.0%}, floor {f.scores.get('floor', float('nan')):.0%})"
+        if rec is not None else ""))
+    fig.update_layout(title=title, yaxis_title="forget accuracy", yaxis_range=[0, 1.05],
+                      barmode="group", template="plotly_white", height=360)
+    return fig
+
+
+@FIGURES.register("membership")
+def membership(f: Finding):
+    import plotly.graph_objects as go
+    from sklearn.metrics import roc_curve
+
+    fig = go.Figure()
+    for m in f.meta["models"]:
+        pos, neg = f.arrays[f"score_forget_{m}"], f.arrays[f"score_unseen_{m}"]
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
+        fig.add_trace(go.Scatter(x=fpr.tolist(), y=tpr.tolist(), mode="lines",
+                                 name=f"{m} (AUC {f.scores[f'auc_{m}']:.2f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line={"dash": "dot", "color": "grey"}))
+    fig.update_layout(title="Membership (Min-K%++): forget facts vs never-seen facts",
+                      xaxis_title="false positive rate (never-seen flagged)",
+                      yaxis_title="true positive rate (forget flagged)",
+                      template="plotly_white", height=380)
     return fig

@@ -18,7 +18,9 @@ from probes import (
     in_context,
     linear_probes,
     logit_lens,
+    membership,
     patching,
+    quantization,
     restoration,
     signal,
 )
@@ -29,7 +31,7 @@ from workbench.registry import Registry
 
 PROBES: Registry[Probe] = Registry("analysis module", name_of=lambda p: p.name)
 for _module in (behavior_pressure, logit_lens, linear_probes, clusters, signal, patching,
-                attribution, restoration, ablation, in_context):
+                attribution, restoration, ablation, in_context, quantization, membership):
     PROBES.register(_module.PROBE.name, _module.PROBE)
 
 

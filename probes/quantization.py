@@ -1,0 +1,273 @@
+"""Quantization attack: quantize M1's weights and see whether the forgotten answers come back.
+
+Unlearning that moves weights less than a quantizer's rounding step is undone by rounding: the
+quantized M1 lands on the same grid points as the quantized M0 (Zhang et al., "Catastrophic
+Failure of LLM Unlearning via Quantization", ICLR 2025: for unlearning with utility constraints,
+4-bit quantization takes the retained forgotten knowledge from 21% to 83%). Round-to-nearest
+(RTN) with per-group min-max scales at 8 and 4 bits is written here, in groups of 32 by default
+(llama.cpp's block size: the bundled model ships as 4-bit blocks of 32, which coarser groups do
+not reproduce, costing it many of its facts); bitsandbytes NF4 / LLM.int8 join on CUDA when
+installed. The same quantizer runs on M0 (a quantizer that breaks M0 is not read) and on the
+oracle (the floor). Quantized weights go through `torch.func.functional_call`: one quantized
+copy of the quantized tensors at a time, the subjects never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probes.attack_common import (
+    AttackThresholds,
+    read_recovery,
+    recovery_fraction,
+    weight_attack_blocker,
+)
+from probes.base import Finding, ProbeContext, ProbeSpec
+from probes.common import exact_match, gate, seed_all
+from workbench.batching import chunks, encode
+from workbench.errors import WorkbenchError
+from workbench.facts import FactSet
+from workbench.models import Subject, check_compatible
+
+Quantizer = Callable[[torch.Tensor], torch.Tensor]  # weight -> de-quantized weight (a new tensor)
+
+
+@dataclass(frozen=True)
+class QuantizationThresholds(AttackThresholds):
+    """Recovery thresholds of `AttackThresholds`, plus when a quantizer counts as broken."""
+
+    # a quantizer is broken (not read) when Q(M0) loses more than this retain or holdout accuracy
+    broken_drop: float = 0.2
+
+
+def _groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:
+    """`weight` as float32 [rows, groups, group] (the last group padded with its last column,
+    so its min and max stay its own) and the row length to cut back to."""
+    rows = weight.detach().float().reshape(-1, weight.shape[-1])
+    n = rows.shape[1]
+    g = n if group_size is None or group_size >= n else group_size
+    pad = (-n) % g
+    if pad:
+        rows = torch.cat([rows, rows[:, -1:].expand(-1, pad)], 1)
+    return rows.reshape(rows.shape[0], -1, g), n
+
+
+def _ungroup(groups: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
+    return groups.reshape(groups.shape[0], -1)[:, :n].reshape(like.shape).to(like.dtype)
+
+
+def _check(bits: int, group_size: int | None) -> None:
+    if not 1 <= bits <= 16:
+        raise WorkbenchError(f"bits must be in 1..16, got {bits}")
+    if group_size is not None and group_size < 1:
+        raise WorkbenchError(f"group_size must be positive (or None), got {group_size}")
+
+
+def _grid(groups: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lo = groups.amin(-1, keepdim=True)
+    return lo, ((groups.amax(-1, keepdim=True) - lo) / (2**bits - 1)).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 32) -> torch.Tensor:
+    """Round-to-nearest with a min-max scale and offset per group of `group_size` consecutive
+    input columns of each row (None or >= the row: one group per row), de-quantized back to
+    `weight`'s dtype: each group holds at most 2**bits distinct values. `weight` is not touched."""
+    _check(bits, group_size)
+    groups, n = _groups(weight, group_size)
+    lo, step = _grid(groups, bits)
+    return _ungroup(lo + step * torch.round((groups - lo) / step), n, weight)
+
+
+@torch.no_grad()
+def rtn_cells(weight: torch.Tensor, bits: int, group_size: int | None = 32,
+              margin: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per element, the interval (lower, upper) it can move in, every other element moving in
+    its own, without changing `rtn_quantize`'s output: its rounding cell shrunk by `margin`
+    steps at each side, inside its group's range, and zero width for the group's min and max
+    (which set the grid). For building edits that quantization undoes by construction."""
+    _check(bits, group_size)
+    groups, n = _groups(weight, group_size)
+    lo, step = _grid(groups, bits)
+    hi = groups.amax(-1, keepdim=True)
+    k = torch.round((groups - lo) / step)
+    lower = torch.maximum(lo + step * (k - 0.5 + margin), lo)
+    upper = torch.minimum(lo + step * (k + 0.5 - margin), hi)
+    fixed = (groups == lo) | (groups == hi)
+    lower, upper = torch.where(fixed, groups, lower), torch.where(fixed, groups, upper)
+    return (_ungroup(torch.minimum(lower, groups), n, weight),
+            _ungroup(torch.maximum(upper, groups), n, weight))
+
+
+def _bnb_quantizers(device: torch.device) -> tuple[dict[str, Quantizer], str]:
+    """bitsandbytes NF4 (blocks of 64) and LLM.int8 row-wise absmax, when they can run here."""
+    if device.type != "cuda":
+        return {}, f"bitsandbytes quantizers skipped: the subjects run on {device.type}, not CUDA"
+    try:
+        import bitsandbytes.functional as bnbf
+    except Exception as e:  # noqa: BLE001 (any import failure means: not available here)
+        return {}, f"bitsandbytes quantizers skipped: it does not import ({type(e).__name__})"
+
+    def nf4(w: torch.Tensor) -> torch.Tensor:
+        packed, state = bnbf.quantize_4bit(w.detach().half().contiguous(), blocksize=64,
+                                           quant_type="nf4")
+        return bnbf.dequantize_4bit(packed, state).to(w.dtype).reshape(w.shape)
+
+    def int8(w: torch.Tensor) -> torch.Tensor:
+        cb, stats, _ = bnbf.int8_vectorwise_quant(w.detach().half().contiguous(), threshold=0.0)
+        return bnbf.int8_vectorwise_dequant(cb, stats).to(w.dtype).reshape(w.shape)
+
+    return {"bnb_nf4": nf4, "bnb_int8": int8}, "bitsandbytes NF4 and LLM.int8 included"
+
+
+def quantizers(bits: Sequence[int] = (8, 4), group_size: int | None = 32,
+               device: torch.device | str = "cpu", bnb: bool = True
+               ) -> tuple[dict[str, Quantizer], str]:
+    """The quantizers by name (`rtn8`, `rtn4`, ..., and `bnb_nf4` / `bnb_int8` on CUDA with
+    bitsandbytes installed) and a note saying whether bitsandbytes is in."""
+    out: dict[str, Quantizer] = {
+        f"rtn{b}": (lambda w, b=b: rtn_quantize(w, b, group_size)) for b in bits}
+    extra, note = _bnb_quantizers(torch.device(device)) if bnb else ({}, "bitsandbytes off")
+    return out | extra, note
+
+
+def quantized_params(model: torch.nn.Module, quantizer: Quantizer, embeddings: bool = False
+                     ) -> dict[str, torch.Tensor]:
+    """Name -> quantized tensor for each 2-D weight of `model` (the linear layers; the input
+    and output embeddings only with `embeddings`, as GPTQ / AWQ / bitsandbytes leave them)."""
+    skip = set() if embeddings else {
+        id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        if m is not None}
+    return {n: quantizer(p) for n, p in model.named_parameters()
+            if p.ndim == 2 and id(p) not in skip}
+
+
+@torch.no_grad()
+def exact_match_with(subject: Subject, facts: FactSet, params: dict[str, torch.Tensor] | None,
+                     batch_size: int = 64) -> np.ndarray:
+    """Per-fact teacher-forced greedy exact match of `subject` with `params` swapped in."""
+    out = []
+    for sl in chunks(len(facts), batch_size):
+        fs = facts.facts[sl]
+        b = encode(subject.tokenizer, [f.prompt for f in fs], [f.answer for f in fs],
+                   device=subject.device)
+        kw = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
+        res = (torch.func.functional_call(subject.model, params, (), kw, strict=False)
+               if params else subject.model(**kw))
+        target, mask = b.input_ids[:, 1:], b.answer_mask[:, :-1]
+        out.append(((res.logits[:, :-1].argmax(-1) == target) | ~mask).all(1).cpu())
+    return torch.cat(out).numpy()
+
+
+def _accuracies(subject: Subject, splits: dict[str, FactSet], quantizer: Quantizer | None,
+                embeddings: bool, batch_size: int) -> dict[str, np.ndarray]:
+    """Per-fact exact match on each split, of `subject` quantized (None: as it is)."""
+    params = (quantized_params(subject.model, quantizer, embeddings) if quantizer is not None
+              else None)
+    try:
+        return {k: exact_match_with(subject, fs, params, batch_size) for k, fs in splits.items()}
+    finally:
+        del params  # one quantized copy at a time
+
+
+def _quantization(ctx: ProbeContext, th: QuantizationThresholds, bits: Sequence[int] = (8, 4),
+                  group_size: int | None = 32, embeddings: bool = False, bnb: bool = True,
+                  batch_size: int = 64) -> Finding:
+    m0, m1, facts, oracle = ctx.m0, ctx.m1, ctx.facts, ctx.oracle
+    seed_all(ctx.seed)
+    g = gate(m0, m1, facts, th)
+    if oracle is not None:
+        check_compatible(m0, oracle)
+    if g.blocker():
+        return Finding("quantization", "inconclusive", g.blocker())
+    blocked = weight_attack_blocker(m0, m1)
+    if blocked:  # what the gate saw, so the finding still shows something
+        return Finding("quantization", "inconclusive", blocked,
+                       arrays={f"forget_none_{r}": exact_match(m, facts.forget).astype(np.int8)
+                               for r, m in (("M0", m0), ("M1", m1))},
+                       meta={"models": ["M0", "M1"], "quantizers": [], "seed": ctx.seed})
+    qs, bnb_note = quantizers(bits, group_size, ctx.device, bnb)
+    splits = {"forget": facts.forget} | {s: facts.split(s) for s in ("retain", "holdout")
+                                         if len(facts.split(s))}
+    models = {"M0": m0, "M1": m1} | ({"Mr": oracle} if oracle is not None else {})
+    arrays: dict[str, np.ndarray] = {}
+    acc: dict[tuple[str, str, str], float] = {}  # (quantizer or "none", model, split)
+    todo = [(q, m) for q in ("none", *qs) for m in models]
+    for qname, role in tqdm(todo, desc="quantize", disable=not ctx.progress):
+        hits = _accuracies(models[role], splits, qs.get(qname), embeddings, batch_size)
+        arrays[f"forget_{qname}_{role}"] = hits["forget"].astype(np.int8)
+        acc.update({(qname, role, s): float(h.mean()) for s, h in hits.items()})
+    scores: dict[str, float] = {f"acc_{s}_{q}_{m}": v for (q, m, s), v in acc.items()}
+    per_q: dict[str, dict[str, float | bool]] = {}
+    for q in qs:
+        drop = max((acc["none", "M0", s] - acc[q, "M0", s] for s in splits if s != "forget"),
+                   default=0.0)
+        rec = recovery_fraction(acc[q, "M1", "forget"], acc["none", "M1", "forget"],
+                                acc["none", "M0", "forget"], th.min_gap)
+        floor = (recovery_fraction(acc[q, "Mr", "forget"], acc["none", "Mr", "forget"],
+                                   acc["none", "M0", "forget"], th.min_gap)
+                 if oracle is not None else float("nan"))
+        per_q[q] = {"recovery": rec, "floor": floor, "m0_utility_drop": drop,
+                    "broken": drop > th.broken_drop}
+        scores |= {f"recovery_{q}": rec, f"floor_{q}": floor, f"m0_utility_drop_{q}": drop}
+    names = list(qs)
+    arrays["recovery"] = np.array([per_q[q]["recovery"] for q in names], dtype=float)
+    arrays["floor"] = np.array([per_q[q]["floor"] for q in names], dtype=float)
+    arrays["m0_utility_drop"] = np.array([per_q[q]["m0_utility_drop"] for q in names])
+    reading, reason, best = _read(th, per_q, oracle is not None)
+    if best is not None:
+        scores["recovery"], scores["floor"] = per_q[best]["recovery"], per_q[best]["floor"]
+    return Finding("quantization", reading, reason, scores, arrays,
+                   meta={"quantizers": names, "broken": [q for q in names if per_q[q]["broken"]],
+                         "best": best, "group_size": group_size, "embeddings": embeddings,
+                         "bitsandbytes": bnb_note, "splits": list(splits),
+                         "models": list(models), "n_facts": len(facts.forget),
+                         "floor": "retrain oracle" if oracle is not None else "none",
+                         "seed": ctx.seed})
+
+
+def _read(th: QuantizationThresholds, per_q: dict[str, dict], has_oracle: bool
+          ) -> tuple[str, str, str | None]:
+    """Read the quantizers that keep M0 working; the one with most recovery over its floor
+    decides (a suppression signature from any of them is one)."""
+    ok = [q for q, r in per_q.items() if not r["broken"]]
+    broken = [q for q in per_q if q not in ok]
+    note = (f" ({', '.join(broken)} left out: quantizing M0 costs it more than "
+            f"{th.broken_drop:.0%} retain/holdout accuracy)" if broken else "")
+    if not ok:
+        return ("inconclusive", "every quantizer breaks M0 (it loses more than "
+                f"{th.broken_drop:.0%} retain/holdout accuracy): nothing to read", None)
+
+    def over(q: str) -> float:
+        r = per_q[q]
+        f = r["floor"] if has_oracle and np.isfinite(r["floor"]) else 0.0
+        return r["recovery"] - f if np.isfinite(r["recovery"]) else -np.inf
+
+    best = max(ok, key=over)
+    reading, reason = read_recovery(f"{best} quantization", per_q[best]["recovery"],
+                                    per_q[best]["floor"] if has_oracle else None,
+                                    "the oracle", th)
+    if reading == "removal-consistent":  # a failed attack: the edit outgrew the grid
+        reason += (" (the edit survives rounding: weak evidence, a suppressor larger than the "
+                   "grid would too)")
+    return reading, reason + note, best
+
+
+PROBE = ProbeSpec("quantization", QuantizationThresholds, _quantization)
+
+
+def quantization(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
+                 bits: Sequence[int] = (8, 4), group_size: int | None = 32,
+                 embeddings: bool = False, bnb: bool = True, batch_size: int = 64,
+                 seed: int = 0, progress: bool = False, device: str | None = None,
+                 thresholds: QuantizationThresholds | None = None) -> Finding:
+    """Quantize M0, M1 (and the oracle) at each bit width and read how much of the forgotten
+    answers quantization brings back into M1, over what it brings back into the oracle."""
+    return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds,
+                 bits=bits, group_size=group_size, embeddings=embeddings, bnb=bnb,
+                 batch_size=batch_size)

@@ -1,0 +1,201 @@
+"""The quantization attack: the RTN quantizer's mechanics, and known truth on the toy world."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from apps.figures import draw
+from probes.base import Finding
+from probes.quantization import (
+    QuantizationThresholds,
+    quantization,
+    quantized_params,
+    quantizers,
+    rtn_cells,
+    rtn_quantize,
+)
+from workbench.batching import encode
+from workbench.controls import identity_edit, output_only_suppressor
+from workbench.models import Subject
+
+
+def _weight(rows: int = 6, cols: int = 96, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, cols, generator=gen) * torch.linspace(0.01, 1.0, cols)
+
+
+# ----- the quantizer --------------------------------------------------------------------------
+
+def test_int8_reconstruction_error_is_below_half_a_step():
+    w = _weight()
+    q = rtn_quantize(w, 8, group_size=32)
+    groups = w.reshape(w.shape[0], -1, 32)
+    step = (groups.amax(-1) - groups.amin(-1)) / 255
+    err = (q - w).abs().reshape(groups.shape).amax(-1)
+    assert (err <= step / 2 + 1e-6).all()
+    assert float((q - w).norm() / w.norm()) < 0.01
+
+
+@pytest.mark.parametrize("bits", [8, 4, 3])
+@pytest.mark.parametrize("group", [16, 32, 40, None])
+def test_each_group_holds_at_most_2_to_the_bits_levels(bits, group):
+    w = _weight(cols=96)  # 40 does not divide 96: the last group is shorter
+    q = rtn_quantize(w, bits, group_size=group)
+    assert q.shape == w.shape and q.dtype == w.dtype
+    size = group or 96
+    for row in q:
+        for start in range(0, 96, size):
+            assert len(torch.unique(row[start:start + size])) <= 2**bits
+    # each group's min and max are on its grid: they come back
+    assert torch.allclose(q.amax(1), w.amax(1), atol=1e-6)
+    assert torch.allclose(q.amin(1), w.amin(1), atol=1e-6)
+
+
+def test_smaller_groups_track_small_weights_better():
+    w = _weight()  # column scales span 100x: per-row scales drown the small columns
+    small = slice(0, 16)
+    err = {g: float((rtn_quantize(w, 4, g) - w)[:, small].abs().mean()) for g in (16, None)}
+    assert err[16] < err[None] / 3
+
+
+def test_quantizer_does_not_modify_its_input_and_rejects_bad_arguments():
+    w = _weight()
+    before = w.clone()
+    rtn_quantize(w, 4, 32), rtn_cells(w, 4, 32)
+    assert torch.equal(w, before)
+    with pytest.raises(Exception, match="bits"):
+        rtn_quantize(w, 0)
+    with pytest.raises(Exception, match="group_size"):
+        rtn_quantize(w, 4, 0)
+
+
+def test_moves_inside_the_rounding_cells_leave_the_quantized_weight_unchanged():
+    w = _weight()
+    lo, hi = rtn_cells(w, 4, 32)
+    assert (lo <= w).all() and (w <= hi).all() and (hi - lo).max() > 0
+    gen = torch.Generator().manual_seed(1)
+    for t in (torch.zeros_like(w), torch.ones_like(w), torch.rand(w.shape, generator=gen)):
+        assert torch.equal(rtn_quantize(lo + t * (hi - lo), 4, 32), rtn_quantize(w, 4, 32))
+
+
+def test_bitsandbytes_only_on_cuda():
+    qs, note = quantizers((8, 4), 64, device="cpu")
+    assert list(qs) == ["rtn8", "rtn4"] and "not CUDA" in note
+
+
+# ----- known truth on the toy world ------------------------------------------------------------
+
+def _margin_logits(model, batch):
+    """Per answer token: its logit minus the best other token's."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    t = batch.input_ids[:, 1:, None]
+    return logits.gather(-1, t)[..., 0] - logits.scatter(-1, t, -1e9).amax(-1)
+
+
+def in_cell_suppressor(subject: Subject, forget, retain, bits: int = 4,
+                       group_size: int | None = 32, steps: int = 25,
+                      rate: float = 0.1) -> Subject:
+    """A weight edit that stops answering the forget facts while every quantized weight stays
+    inside M0's `bits`-bit rounding cell, so Q(M1) == Q(M0) exactly: the extreme of Zhang et
+    al.'s small-update unlearning, which quantization must undo. Projected sign-gradient steps
+    push each forget answer's logit 2 below the best other token's and keep retain's 2 above."""
+    s = subject.clone(source=f"{subject.source}+in-cell")
+    model = s.model
+    model.requires_grad_(False)
+    params = quantized_params(model, lambda w: w)  # the tensors quantization touches
+    live = dict(model.named_parameters())
+    boxes = {n: rtn_cells(live[n], bits, group_size) for n in params}
+    for n in params:
+        live[n].requires_grad_(True)
+    enc = [encode(s.tokenizer, [f.prompt for f in fs], [f.answer for f in fs])
+           for fs in (forget, retain)]
+    for i in range(steps):
+        gf, gr = (_margin_logits(model, b) for b in enc)
+        loss = (torch.relu(gf + 2) * enc[0].answer_mask[:, :-1]).sum(1).mean() + (
+            torch.relu(2 - gr) * enc[1].answer_mask[:, :-1]).sum(1).mean()
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for n, (lo, hi) in boxes.items():
+                p = live[n]
+                p.sub_(p.grad.sign() * (hi - lo) * rate * (1 - i / steps))
+                p.copy_(torch.minimum(torch.maximum(p, lo), hi))
+    model.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    return s
+
+
+# Rounding cells of 128-column groups: wide enough for a quick edit to forget (the probe's
+# default groups of 32 leave narrower cells); the probe is run with the same groups.
+CELL_GROUP = 128
+
+
+@pytest.fixture(scope="module")
+def in_cell(toy_original, toy_facts):
+    return in_cell_suppressor(toy_original, toy_facts.forget, toy_facts.retain.take(160),
+                              group_size=CELL_GROUP)
+
+
+def _state(s: Subject) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in s.model.state_dict().items()}
+
+
+def test_quantization_undoes_an_edit_inside_the_rounding_cells(toy_original, toy_oracle,
+                                                                toy_facts, in_cell):
+    """Catches: an edit smaller than the 4-bit grid (Q4(M1) == Q4(M0) by construction), read
+    against the oracle's floor; 8-bit's finer grid keeps the edit."""
+    q = lambda w: rtn_quantize(w, 4, CELL_GROUP)  # noqa: E731
+    q0, q1 = quantized_params(toy_original.model, q), quantized_params(in_cell.model, q)
+    assert all(torch.equal(q0[k], q1[k]) for k in q0)  # the construction holds
+    before = [_state(m) for m in (toy_original, in_cell, toy_oracle)]
+    f = quantization(toy_original, in_cell, toy_facts, oracle=toy_oracle, group_size=CELL_GROUP)
+    after = [_state(m) for m in (toy_original, in_cell, toy_oracle)]
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(before, after) for k in a)
+    th = QuantizationThresholds()
+    assert f.reading == "suppression-signature", f.reason
+    assert f.meta["best"] == "rtn4" and f.meta["broken"] == []
+    assert f.scores["recovery_rtn4"] - f.scores["floor_rtn4"] >= th.recovered
+    assert f.scores["recovery_rtn8"] < f.scores["recovery_rtn4"]
+    assert f.arrays["forget_rtn4_M1"].shape == (len(toy_facts.forget),)
+    again = quantization(toy_original, in_cell, toy_facts, oracle=toy_oracle,
+                         group_size=CELL_GROUP)
+    assert again.reason == f.reason and again.scores == f.scores  # deterministic
+    assert Finding.from_json(f.to_json()) == f and draw(f) is not None
+
+
+def test_oracle_is_not_read_as_suppression(toy_original, toy_oracle, toy_facts):
+    """The retrain oracle as M1: quantization brings back no more than its floor."""
+    th = QuantizationThresholds()
+    f = quantization(toy_original, toy_oracle, toy_facts, oracle=toy_oracle)
+    assert f.reading == "removal-consistent", f.reason
+    for q in f.meta["quantizers"]:
+        assert abs(f.scores[f"recovery_{q}"] - f.scores[f"floor_{q}"]) <= th.floor_margin
+    alone = quantization(toy_original, toy_oracle, toy_facts)  # no floor: not removal either
+    assert alone.reading != "suppression-signature" and "floor" in alone.reason
+
+
+def test_identity_still_answers(toy_original, toy_facts):
+    f = quantization(toy_original, identity_edit(toy_original), toy_facts)
+    assert f.reading == "inconclusive" and "still answers" in f.reason
+
+
+def test_hook_suppressor_is_not_a_weight_attacks_business(toy_original, toy_facts):
+    m1 = output_only_suppressor(toy_original, toy_facts.forget)
+    f = quantization(toy_original, m1, toy_facts)
+    assert f.reading == "inconclusive" and "does not apply" in f.reason
+    assert "recovery" not in f.scores and draw(f) is not None
+
+
+def test_a_quantizer_that_breaks_m0_is_not_read(toy_original, toy_facts, in_cell):
+    """A quantizer counts as broken when Q(M0) loses more than `broken_drop` retain / holdout
+    accuracy (the toy model shrugs off even 1-bit rounding, so a negative bar breaks them all)."""
+    th = QuantizationThresholds(broken_drop=-1.0)
+    f = quantization(toy_original, in_cell, toy_facts, thresholds=th)
+    assert f.meta["broken"] == ["rtn8", "rtn4"]
+    assert f.reading == "inconclusive" and "breaks M0" in f.reason
+    assert math.isfinite(f.scores["recovery_rtn4"])  # reported, not read
+    assert np.isnan(f.scores["floor_rtn4"]) and "recovery" not in f.scores
