@@ -17,6 +17,7 @@ from probes import (
     linear_probes,
     logit_lens,
     patching,
+    relearning,
     restoration,
     signal,
 )
@@ -27,7 +28,7 @@ from workbench.registry import Registry
 
 PROBES: Registry[Probe] = Registry("analysis module", name_of=lambda p: p.name)
 for _module in (behavior_pressure, logit_lens, linear_probes, clusters, signal, patching,
-                attribution, restoration):
+                attribution, restoration, relearning):
     PROBES.register(_module.PROBE.name, _module.PROBE)
 
 
