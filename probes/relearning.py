@@ -255,9 +255,10 @@ def _floor_facts(ctx: ProbeContext) -> tuple[Subject | None, FactSet | None, str
 def default_lrs(subject: Subject) -> tuple[float, ...]:
     """The learning-rate sweep when none is given: models under 50M parameters (tiny models
     trained from scratch at lr ~3e-3, like the toy world's) get (1e-3, 3e-3); larger ones the
-    usual range for fine-tuning a pretrained LM, (1e-5, 3e-5, 1e-4)."""
+    top of the usual range for fine-tuning a pretrained LM, (3e-5, 1e-4), since the attacker
+    takes only a few steps."""
     n = sum(p.numel() for p in subject.model.parameters())
-    return (1e-3, 3e-3) if n < 50_000_000 else (1e-5, 3e-5, 1e-4)
+    return (1e-3, 3e-3) if n < 50_000_000 else (3e-5, 1e-4)
 
 
 def _relearning(ctx: ProbeContext, th: RelearningThresholds,
