@@ -29,7 +29,7 @@ TH = RelearningThresholds()
 FLOOR_MARGIN = 0.15
 
 
-def shared_shift(subject: Subject, forget: FactSet, scale: float = 3.0, seed: int = 0) -> Subject:
+def shared_shift(subject: Subject, forget: FactSet, scale: float = 2.0, seed: int = 0) -> Subject:
     """A suppressor by construction: one random vector (`scale` x the rows' mean norm) added to
     the embedding rows of every forget name's tokens. Every other weight is M0's and subtracting
     that one vector restores M0 exactly, so every fact is still stored."""
