@@ -3,9 +3,10 @@ facts and measure the forget facts it was *not* shown.
 
 Two variants, each a split that shares nothing the attacker could exploit except what M1 still
 holds: `rtt` splits the forget facts by entity (relearn some people, test the others); `entity`
-splits each forgotten entity's facts by relation (relearn two of a person's attributes, test the
-rest), which brings back an edit that only cut the entity's name off from its stored facts; a
-model that never knew the entity cannot. Facts without entities fall back to a seeded random
+splits each forgotten entity's facts by relation (relearn half of a person's attributes, test
+the rest), aimed at edits that only cut the entity's name off from its stored facts: relearning
+some attributes may reattach the name, while a model that never knew the entity has nothing to
+reattach. Facts without entities fall back to a seeded random
 split (said in meta). A clone of each model is fine-tuned (all weights, AdamW, answer-token NLL,
 a fixed batch order) for a few steps per learning rate; the held-out accuracy every few steps is
 the steps-to-recover curve, and the attacker's best (learning rate, step) is its recovery. The
@@ -288,8 +289,8 @@ def _relearning(ctx: ProbeContext, th: RelearningThresholds,
         make = rtt_split if name == "rtt" else entity_split
         split = make(facts.forget, ctx.seed)
         if split is None or len(split.test) < th.min_test or not len(split.train):
-            meta["variants"][name] = {"skipped": f"fewer than {th.min_test} held-out facts in "
-                                                 f"a {name} split"}
+            meta["variants"][name] = {"skipped": f"the {name} split holds out fewer than "
+                                                 f"{th.min_test} facts"}
             continue
         fsplit = make(floor_facts, ctx.seed) if floor_facts is not None else None
         a, s, m, readings[name] = _variant(ctx, th, name, split, fsplit, floor, floor_name,
