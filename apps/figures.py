@@ -227,3 +227,26 @@ def membership(f: Finding):
                       yaxis_title="true positive rate (forget flagged)",
                       template="plotly_white", height=380)
     return fig
+
+
+@FIGURES.register("relearning")
+def relearning(f: Finding):
+    """Steps-to-recover curves: each variant's best learning rate, for M1 and the floor model."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    lrs = [float(x) for x in f.arrays["lrs"]]
+    for v in f.meta["variants"]:
+        for who, dash in (("M1", "solid"), ("floor", "dot")):
+            rec = f.arrays.get(f"{v}_recovery_{who}")
+            if rec is None or not np.isfinite(rec).any():
+                continue
+            i = int(np.where(np.isfinite(rec), rec, -np.inf).max(1).argmax())  # best lr
+            label = f.meta["floor"] if who == "floor" else "M1"
+            fig.add_trace(go.Scatter(x=f.arrays[f"{v}_steps"].tolist(), y=rec[i].tolist(),
+                                     mode="lines+markers", line={"dash": dash},
+                                     name=f"{v}: {label} (lr {lrs[i]:g})"))
+    fig.update_layout(title="Relearning: held-out forget facts recovered per fine-tuning step",
+                      xaxis_title="relearning step", yaxis_title="recovery (0 = M1, 1 = M0)",
+                      template="plotly_white", height=360)
+    return fig

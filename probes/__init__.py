@@ -21,6 +21,7 @@ from probes import (
     membership,
     patching,
     quantization,
+    relearning,
     restoration,
     signal,
 )
@@ -31,7 +32,8 @@ from workbench.registry import Registry
 
 PROBES: Registry[Probe] = Registry("analysis module", name_of=lambda p: p.name)
 for _module in (behavior_pressure, logit_lens, linear_probes, clusters, signal, patching,
-                attribution, restoration, ablation, in_context, quantization, membership):
+                attribution, restoration, relearning, quantization, ablation, in_context,
+                membership):
     PROBES.register(_module.PROBE.name, _module.PROBE)
 
 

@@ -178,8 +178,8 @@ def test_probe_registry_is_explicit_and_complete():
 
     assert available() == ["behavior_pressure", "logit_lens", "linear_probes", "clusters",
                            "signal", "activation_patching", "attribution_patching",
-                           "parameter_restoration", "directional_ablation",
-                           "in_context_recovery", "quantization", "membership"]
+                           "parameter_restoration", "relearning", "quantization",
+                           "directional_ablation", "in_context_recovery", "membership"]
     for name in available():
         assert isinstance(PROBES[name], Probe) and PROBES[name].name == name
     with pytest.raises(UnknownNameError, match="unknown analysis module 'nope'; known: \\["):

@@ -1,0 +1,182 @@
+"""The relearning attack (RTT and its entity variant) on known truth in the toy world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import probes.common as common
+from apps.figures import draw
+from probes import available
+from probes.base import READINGS, Finding
+from probes.relearning import (
+    RelearningThresholds,
+    Setup,
+    entity_split,
+    relearn_curve,
+    relearning,
+    rtt_split,
+)
+from workbench.controls import identity_edit, output_only_suppressor
+from workbench.errors import WorkbenchError
+from workbench.facts import Fact, FactSet
+from workbench.models import Subject
+
+TH = RelearningThresholds()
+# The oracle relearning its own forget facts may differ from the M0-on-unseen floor by this much:
+# both are "recover what was never stored", measured on different facts and models.
+FLOOR_MARGIN = 0.15
+
+
+def shared_shift(subject: Subject, forget: FactSet, scale: float = 2.0, seed: int = 0) -> Subject:
+    """A suppressor by construction: one random vector (`scale` x the rows' mean norm) added to
+    the embedding rows of every forget name's tokens. Every other weight is M0's and subtracting
+    that one vector restores M0 exactly, so every fact is still stored."""
+    edited = subject.clone(source=f"{subject.source}+shared-shift")
+    emb = edited.model.get_input_embeddings().weight
+    ids = sorted({i for f in forget for i in subject.tokenizer(
+        f.entity, add_special_tokens=False)["input_ids"]})
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        v = torch.randn(emb.shape[1], generator=gen)
+        emb[ids] += (scale * emb[ids].norm(dim=1).mean() * v / v.norm()).to(emb.dtype)
+    return edited
+
+
+def state(subject: Subject) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
+
+
+def same_state(subject: Subject, before: dict[str, torch.Tensor]) -> bool:
+    now = subject.model.state_dict()
+    return now.keys() == before.keys() and all(torch.equal(now[k], before[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def shifted(toy_original, toy_facts):
+    return shared_shift(toy_original, toy_facts.forget)
+
+
+@pytest.fixture(scope="module")
+def on_shifted(toy_original, shifted, toy_facts, toy_oracle):
+    return relearning(toy_original, shifted, toy_facts, oracle=toy_oracle)
+
+
+# ----- splits -----------------------------------------------------------------------------------
+
+def test_folds_share_no_entity_and_no_relation(toy_facts):
+    forget = toy_facts.forget
+    rtt = rtt_split(forget, seed=0)
+    assert rtt.how == "entity" and len(rtt.train) + len(rtt.test) == len(forget)
+    assert not {f.entity for f in rtt.train} & {f.entity for f in rtt.test}
+    ent = entity_split(forget, seed=0)
+    assert ent is not None and ent.how == "relation"
+    assert {f.entity for f in ent.test} <= {f.entity for f in ent.train}
+    assert not {(f.entity, f.relation) for f in ent.train} & {(f.entity, f.relation)
+                                                              for f in ent.test}
+    assert rtt_split(forget, seed=1).test != rtt.test  # the seed picks the folds
+
+
+def test_facts_without_entities_fall_back_to_a_random_split():
+    facts = FactSet(tuple(Fact(f"f{i}", f"Prompt {i} is", f" a{i}", "forget") for i in range(9)))
+    split = rtt_split(facts, seed=0)
+    assert split.how == "random" and len(split.train) and len(split.test)
+    assert not {f.id for f in split.train} & {f.id for f in split.test}
+    assert entity_split(facts) is None
+
+
+def test_bad_setups_are_errors(toy_original, shifted, toy_facts):
+    with pytest.raises(WorkbenchError, match="positive learning rates"):
+        Setup(lrs=(0.0,))
+    with pytest.raises(WorkbenchError, match="variants must be among"):
+        relearning(toy_original, shifted, toy_facts, variants=("nope",))
+
+
+# ----- known truth ------------------------------------------------------------------------------
+
+def test_registered_with_a_figure_and_round_trips(on_shifted):
+    assert "relearning" in available()
+    assert Finding.from_json(on_shifted.to_json()) == on_shifted
+    assert draw(on_shifted) is not None
+    n_lrs, n_marks = len(on_shifted.meta["lrs"]), len(on_shifted.arrays["rtt_steps"])
+    for key in ("rtt_acc_M1", "rtt_recovery_floor", "entity_acc_M1", "entity_recovery_floor"):
+        assert on_shifted.arrays[key].shape == (n_lrs, n_marks)
+
+
+def test_shared_shift_suppressor_is_recovered(on_shifted):
+    f = on_shifted
+    assert f.reading == "suppression-signature", f.reason
+    assert f.scores["recovery_over_floor"] >= TH.recovered
+    best = max(("rtt", "entity"), key=lambda v: f.scores[f"{v}_over_floor"])
+    assert np.isfinite(f.scores[f"{best}_steps_to_recover"])
+    assert f.meta["floor"] == "oracle" and not f.meta["hooks_attached"]
+
+
+def test_oracle_is_not_recovered_beyond_the_floor(toy_original, toy_oracle, toy_facts):
+    # the oracle as M1 with no floor model given: the floor is M0 relearning unseen people
+    f = relearning(toy_original, toy_oracle, toy_facts)
+    assert f.meta["floor"] == "unseen" and "weaker floor" in f.meta["floor_name"]
+    assert f.reading != "suppression-signature", f.reason
+    for v in ("rtt", "entity"):
+        assert f.scores[f"{v}_recovery_M1"] - f.scores[f"{v}_recovery_floor"] <= FLOOR_MARGIN
+    # ...and against itself as the floor: the identical procedure gives identical curves
+    same = relearning(toy_original, toy_oracle, toy_facts, oracle=toy_oracle)
+    assert same.reading == "removal-consistent" and same.scores["recovery_over_floor"] == 0.0
+
+
+def test_identity_still_answers(toy_original, toy_oracle, toy_facts):
+    f = relearning(toy_original, identity_edit(toy_original), toy_facts, oracle=toy_oracle)
+    assert f.reading == "inconclusive" and "still answers" in f.reason
+    assert draw(f) is None
+
+
+def test_hooks_are_relearned_with_the_hook_attached_but_not_read(toy_original, toy_oracle,
+                                                                 toy_facts):
+    m1 = output_only_suppressor(toy_original, toy_facts.forget)
+    before = state(m1)
+    f = relearning(toy_original, m1, toy_facts, oracle=toy_oracle, variants=("rtt",))
+    assert f.reading == "inconclusive" and "does not apply" in f.reason
+    assert f.meta["hooks_attached"] and "rtt_acc_M1" in f.arrays
+    assert same_state(m1, before) and same_state(toy_original, before)  # hooks share M0's weights
+
+
+def test_deterministic_and_inputs_untouched(toy_original, toy_oracle, shifted, toy_facts,
+                                            monkeypatch):
+    subjects = (toy_original, shifted, toy_oracle)
+    before = [state(s) for s in subjects]
+    grads = [[p.requires_grad for p in s.model.parameters()] for s in subjects]
+    runs = []
+    for _ in range(2):
+        monkeypatch.setattr(common, "_MEMO", {})  # recompute, do not reuse the first curves
+        runs.append(relearning(toy_original, shifted, toy_facts, oracle=toy_oracle, steps=4,
+                               eval_every=2, seed=3))
+    runs[1].seconds = runs[0].seconds
+    assert runs[0] == runs[1]
+    assert all(same_state(s, b) for s, b in zip(subjects, before, strict=True))
+    assert grads == [[p.requires_grad for p in s.model.parameters()] for s in subjects]
+
+
+def test_curve_starts_at_the_model_itself(shifted, toy_facts):
+    split = rtt_split(toy_facts.forget)
+    acc = relearn_curve(shifted, split, Setup(lrs=(1e-3,), steps=2, eval_every=1))
+    ids = {f.id for f in split.test}
+    start = common.exact_match(shifted, FactSet(tuple(f for f in toy_facts.forget
+                                                      if f.id in ids))).mean()
+    assert acc.shape == (1, 3) and acc[0, 0] == pytest.approx(start)
+
+
+@pytest.mark.slow
+def test_ga_default_edit_reads_something_and_runs_on_weights(toy_original, toy_oracle,
+                                                             toy_facts):
+    """What ga's default edit reads is a measurement, not a truth; by construction it is a weight
+    edit that forgets, so both variants run on it, and each recovery counts from M1 itself."""
+    from workbench.operators import get_operator, make_config
+
+    edit = get_operator("ga").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                    make_config("ga"))
+    f = relearning(toy_original, edit.subject, toy_facts, oracle=toy_oracle)
+    assert f.reading in READINGS and not f.meta["hooks_attached"]
+    for v in ("rtt", "entity"):
+        assert f.scores[f"{v}_recovery_M1"] >= 0.0  # step 0 is M1 itself
+        assert np.isfinite(f.scores[f"{v}_recovery_floor"])
