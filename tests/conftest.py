@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-
+# One OpenMP / BLAS thread per process unless the caller says otherwise, set before torch,
+# numpy or scikit-learn load their thread pools. With more, torch's pool and scikit-learn's
+# (probes fit logistic regressions and PCAs between forward passes) spin against each other on a
+# small machine, and a module that takes seconds alone takes minutes (bench/threads.py writes
+# the comparison to bench/results/threads.json). The models the tests use are small enough that
+# one thread loses little.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# On an oversubscribed machine torch's intra-op threads fight each other (a small model's forward
-# pass runs many times slower with several threads than with one: bench/threads.py, run under
-# load, writes both times and the load to bench/results/threads.json). Only a load of
-# twice the cores counts: right after the default suite the load sits near the core count, and one
-# thread there would halve the speed of the timed slow tests.
-if os.getloadavg()[0] > 2 * (os.cpu_count() or 1):
-    torch.set_num_threads(1)
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session")

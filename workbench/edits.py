@@ -77,7 +77,8 @@ def now_iso() -> str:
 
 @dataclass
 class Edit:
-    """One applied unlearning edit. `chain` lists the provenance of every edit so far, this last."""
+    """One applied unlearning edit. `chain` lists the provenance of every edit so far, this last
+    (pass the edits before this one: construction appends this one)."""
 
     operator: str
     family: str
@@ -96,8 +97,10 @@ class Edit:
             raise ValueError(f"family must be one of {FAMILIES}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
-        if not self.chain or self.chain[-1] != self.provenance():
-            self.chain = list(self.chain) + [self.provenance()]
+        # `chain` comes in as the edits before this one. Always append: two runs of one operator
+        # with one config in the same second are two entries (comparing with the last entry
+        # dropped the second when the rounded timings matched too)
+        self.chain = list(self.chain) + [self.provenance()]
 
     def provenance(self) -> dict[str, Any]:
         return {"operator": self.operator, "family": self.family, "kind": self.kind,
