@@ -35,12 +35,13 @@ def test_short_run_lowers_forget_and_keeps_retain(name, toy_original, toy_facts,
     edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
                                     make_config(name, {"steps": 20, "eval_every": 10, **MOVES}))
     after = accuracy_by_split(edit.subject, toy_facts, generate=False)
-    # forget answers must move past this margin and retain ones far less; how far these settings
-    # move them on the real toy world: bench/operators.py --models toy --operators graddiff,npo
-    # --teacher-forced --set steps=20 eval_every=10 lr=1e-3 layers=0,1,2,3 positions=all
-    # preserve=0 (bench/results/operators.json)
-    assert after["forget"]["logprob"] < toy_before["forget"]["logprob"] - 0.25
-    assert after["forget"]["logprob"] < after["retain"]["logprob"] - 0.25
+    # forget answers move down, and by more than twice as much as retain ones, on every world
+    # seed (how far: bench/operators.py --models toy --operators graddiff,npo --teacher-forced
+    # --set steps=20 eval_every=10 lr=1e-3 layers=0,1,2,3 positions=all preserve=0, written to
+    # bench/results/operators.json); how saturated a world's answers are sets the absolute drop
+    drop = {s: toy_before[s]["logprob"] - after[s]["logprob"] for s in ("forget", "retain")}
+    assert drop["forget"] > 0.05, drop
+    assert drop["forget"] > 2 * max(drop["retain"], 0.0), drop
     assert after["retain"]["accuracy"] >= 0.85
     assert [e["step"] for e in edit.metrics["training"]["evals"]] == [10, 20]
 

@@ -260,14 +260,17 @@ def test_prompt_refuses_a_prefix_longer_than_the_toy_context(toy_original, toy_f
 
 
 def test_rmu_positions_auto_follow_the_recall_site(toy_original, toy_facts):
-    """The toy model holds a person at the last token after block 1 (patching there swaps answers
-    more often than at the name), so `auto` misdirects the name and the answer positions."""
+    """`auto` misdirects the name and the answer positions where patching the last token after
+    the update layer swaps answers more often than patching the name, else the name only (which
+    wins depends on the world: the rule must hold on every seed)."""
     from workbench.operators.rmu import rmu_edit
 
     _, stats = rmu_edit(toy_original, toy_facts.forget, toy_facts.retain,
                         make_config("rmu", {"steps": 2}), progress=False)
-    assert stats["positions"] == "entity+answer" and stats["layer"] == 1
-    assert stats["swap_rate_last"] > stats["swap_rate_entity"]
+    assert stats["layer"] == 1  # a quarter of the depth
+    last, entity = stats["swap_rate_last"], stats["swap_rate_entity"]
+    assert 0 <= last <= 1 and 0 <= entity <= 1
+    assert stats["positions"] == ("entity+answer" if last > entity else "entity"), stats
     _, fixed = rmu_edit(toy_original, toy_facts.forget, toy_facts.retain,
                         make_config("rmu", {"steps": 2, "positions": "entity"}), progress=False)
     assert fixed["positions"] == "entity" and "swap_rate_last" not in fixed
