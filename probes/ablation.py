@@ -39,6 +39,7 @@ from probes.common import gate, seed_all
 from workbench.batching import last_true, span_mask
 from workbench.behavior import answer_logprobs
 from workbench.capture import capture
+from workbench.errors import WorkbenchError
 from workbench.facts import FactSet, phrasings
 from workbench.models import (
     Subject,
@@ -206,7 +207,8 @@ def _directional_ablation(ctx: ProbeContext, th: AblationThresholds,
                           n_retain: int = 128, batch_size: int = 64) -> Finding:
     m0, m1, facts, oracle = ctx.m0, ctx.m1, ctx.facts, ctx.oracle
     if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}, not {position!r}")
+        raise WorkbenchError(f"directional_ablation: position must be one of {POSITIONS}, "
+                             f"not {position!r}")
     rng = seed_all(ctx.seed)
     g = gate(m0, m1, facts, th)
     if oracle is not None:

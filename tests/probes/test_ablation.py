@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import hook_count, snapshot
 
 from probes.ablation import (
     AblationThresholds,
@@ -29,13 +30,6 @@ def steered(toy_original, toy_facts):
                                        cfg).subject
 
 
-def _state(subject) -> dict:
-    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
-
-
-def _hooks(subject) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks)
-               for m in subject.model.modules())
 
 
 def test_oracle_reads_at_its_own_floor(toy_original, toy_oracle, toy_facts):
@@ -72,13 +66,13 @@ def test_output_only_hook_has_no_direction(toy_original, toy_oracle, toy_facts):
 
 def test_inputs_untouched_and_deterministic(toy_original, toy_oracle, toy_facts, steered):
     subjects = (toy_original, steered, toy_oracle)
-    before = [(_state(s), _hooks(s)) for s in subjects]
+    before = [(snapshot(s), hook_count(s)) for s in subjects]
     a = directional_ablation(toy_original, steered, toy_facts, oracle=toy_oracle, seed=3)
     b = directional_ablation(toy_original, steered, toy_facts, oracle=toy_oracle, seed=3)
     b.seconds = a.seconds
     assert a == b
     for s, (state, hooks) in zip(subjects, before, strict=True):
-        assert _hooks(s) == hooks
+        assert hook_count(s) == hooks
         assert all(torch.equal(v, state[k]) for k, v in s.model.state_dict().items())
 
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from conftest import hook_count, snapshot
 
 from probes.in_context import InContextThresholds, context_prompts, in_context_recovery
 from workbench.batching import encode
@@ -21,13 +22,6 @@ def suppressor(toy_original, toy_facts):
     return output_only_suppressor(toy_original, toy_facts.forget)
 
 
-def _state(subject) -> dict:
-    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
-
-
-def _hooks(subject) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks)
-               for m in subject.model.modules())
 
 
 def test_oracle_reads_at_its_own_floor(toy_original, toy_oracle, toy_facts):
@@ -87,11 +81,11 @@ def test_prefix_is_cut_to_fit_the_positions(toy_original, toy_facts):
 
 def test_inputs_untouched_and_deterministic(toy_original, toy_oracle, toy_facts, suppressor):
     subjects = (toy_original, suppressor, toy_oracle)
-    before = [(_state(s), _hooks(s)) for s in subjects]
+    before = [(snapshot(s), hook_count(s)) for s in subjects]
     a = in_context_recovery(toy_original, suppressor, toy_facts, oracle=toy_oracle, seed=5)
     b = in_context_recovery(toy_original, suppressor, toy_facts, oracle=toy_oracle, seed=5)
     b.seconds = a.seconds
     assert a == b
     for s, (state, hooks) in zip(subjects, before, strict=True):
-        assert _hooks(s) == hooks
+        assert hook_count(s) == hooks
         assert all(torch.equal(v, state[k]) for k, v in s.model.state_dict().items())

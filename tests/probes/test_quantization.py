@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import snapshot
 
 from apps.figures import draw
 from probes.base import Finding
@@ -140,9 +141,6 @@ def in_cell(toy_original, toy_facts):
                               group_size=CELL_GROUP)
 
 
-def _state(s: Subject) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in s.model.state_dict().items()}
-
 
 def test_quantization_undoes_an_edit_inside_the_rounding_cells(toy_original, toy_oracle,
                                                                 toy_facts, in_cell):
@@ -151,9 +149,9 @@ def test_quantization_undoes_an_edit_inside_the_rounding_cells(toy_original, toy
     q = lambda w: rtn_quantize(w, 4, CELL_GROUP)  # noqa: E731
     q0, q1 = quantized_params(toy_original.model, q), quantized_params(in_cell.model, q)
     assert all(torch.equal(q0[k], q1[k]) for k in q0)  # the construction holds
-    before = [_state(m) for m in (toy_original, in_cell, toy_oracle)]
+    before = [snapshot(m) for m in (toy_original, in_cell, toy_oracle)]
     f = quantization(toy_original, in_cell, toy_facts, oracle=toy_oracle, group_size=CELL_GROUP)
-    after = [_state(m) for m in (toy_original, in_cell, toy_oracle)]
+    after = [snapshot(m) for m in (toy_original, in_cell, toy_oracle)]
     assert all(torch.equal(a[k], b[k]) for a, b in zip(before, after) for k in a)
     th = QuantizationThresholds()
     assert f.reading == "suppression-signature", f.reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import snapshot
 
 import probes.common as common
 from apps.figures import draw
@@ -43,9 +44,6 @@ def shared_shift(subject: Subject, forget: FactSet, scale: float = 2.0, seed: in
         emb[ids] += (scale * emb[ids].norm(dim=1).mean() * v / v.norm()).to(emb.dtype)
     return edited
 
-
-def state(subject: Subject) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
 
 
 def same_state(subject: Subject, before: dict[str, torch.Tensor]) -> bool:
@@ -134,7 +132,7 @@ def test_identity_still_answers(toy_original, toy_oracle, toy_facts):
 def test_hooks_are_relearned_with_the_hook_attached_but_not_read(toy_original, toy_oracle,
                                                                  toy_facts):
     m1 = output_only_suppressor(toy_original, toy_facts.forget)
-    before = state(m1)
+    before = snapshot(m1)
     f = relearning(toy_original, m1, toy_facts, oracle=toy_oracle, variants=("rtt",))
     assert f.reading == "inconclusive" and "does not apply" in f.reason
     assert f.meta["hooks_attached"] and "rtt_acc_M1" in f.arrays
@@ -144,7 +142,7 @@ def test_hooks_are_relearned_with_the_hook_attached_but_not_read(toy_original, t
 def test_deterministic_and_inputs_untouched(toy_original, toy_oracle, shifted, toy_facts,
                                             monkeypatch):
     subjects = (toy_original, shifted, toy_oracle)
-    before = [state(s) for s in subjects]
+    before = [snapshot(s) for s in subjects]
     grads = [[p.requires_grad for p in s.model.parameters()] for s in subjects]
     runs = []
     for _ in range(2):

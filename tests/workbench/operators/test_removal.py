@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_forgets_like_the_oracle
+from conftest import assert_forgets_like_the_oracle, snapshot
 
 from workbench.behavior import accuracy_by_split
 from workbench.errors import LayerError, WorkbenchError
@@ -14,9 +14,6 @@ from workbench.operators import get_operator, make_config
 REMOVAL = ("ga", "graddiff", "npo")
 MOVES = {"lr": 1e-3, "layers": (0, 1, 2, 3), "positions": "all", "preserve": 0.0}
 
-
-def state(subject) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
 
 
 def changed(a: dict, b: dict) -> set[str]:
@@ -70,12 +67,12 @@ def test_task_vector_pushes_forget_answers_down(toy_original, toy_facts, toy_bef
 
 
 def test_input_subject_is_never_modified(toy_original, toy_facts):
-    before = state(toy_original)
+    before = snapshot(toy_original)
     for name in ("ga", "task_vector"):
         edit = get_operator(name).apply(toy_original, toy_facts.forget, toy_facts.retain,
                                         make_config(name, {"steps": 3, "eval_every": 0}))
-        assert changed(before, state(edit.subject))  # the edit did change its own copy
-    assert not changed(before, state(toy_original))
+        assert changed(before, snapshot(edit.subject))  # the edit did change its own copy
+    assert not changed(before, snapshot(toy_original))
     assert "chain" not in toy_original.meta
 
 
@@ -87,8 +84,8 @@ def test_same_seed_gives_bitwise_identical_weights(toy_original, toy_facts):
                                   make_config("npo", cfg, seed=3))
     c = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain,
                                   make_config("npo", cfg, seed=4))
-    assert not changed(state(a.subject), state(b.subject))
-    assert changed(state(a.subject), state(c.subject))  # the seed picks the batches
+    assert not changed(snapshot(a.subject), snapshot(b.subject))
+    assert changed(snapshot(a.subject), snapshot(c.subject))  # the seed picks the batches
 
 
 def test_only_the_chosen_layers_and_group_train(toy_original, toy_facts):
@@ -96,7 +93,7 @@ def test_only_the_chosen_layers_and_group_train(toy_original, toy_facts):
         toy_original, toy_facts.forget, toy_facts.retain,
         make_config("graddiff", ["layers=1", "params=mlp", "steps=2", "eval_every=0",
                                   "rows=none"]))
-    diff = changed(state(toy_original), state(edit.subject))
+    diff = changed(snapshot(toy_original), snapshot(edit.subject))
     assert diff and all(k.startswith("model.layers.1.mlp.") for k in diff), diff
 
 
@@ -105,7 +102,7 @@ def test_npo_with_lora_and_kl_retain_merges_into_plain_weights(toy_original, toy
                               "lr=1e-2", "layers=0,2"])
     edit = get_operator("npo").apply(toy_original, toy_facts.forget, toy_facts.retain, cfg)
     assert type(edit.subject.model) is type(toy_original.model)  # merged, not a PeftModel
-    diff = changed(state(toy_original), state(edit.subject))
+    diff = changed(snapshot(toy_original), snapshot(edit.subject))
     assert "model.embed_tokens.weight" in diff  # the forget names' rows train next to LoRA
     assert all(k.startswith(("model.layers.0.mlp.", "model.layers.2.mlp."))
                and k.endswith("proj.weight") for k in diff - {"model.embed_tokens.weight"}), diff

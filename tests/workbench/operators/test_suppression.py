@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_forgets_like_the_oracle
+from conftest import assert_forgets_like_the_oracle, snapshot
 
 from workbench.batching import encode
 from workbench.behavior import accuracy_by_split, greedy_continuations
@@ -39,9 +39,6 @@ def _logits(subject, prompts):
         return subject.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b
 
 
-def _state(subject):
-    return {k: v.clone() for k, v in subject.model.state_dict().items()}
-
 
 # ----- mechanics on a tiny random model --------------------------------------------------------
 
@@ -58,11 +55,11 @@ def test_registered_as_suppression(name):
 ])
 def test_input_untouched_and_deterministic(tiny, tiny_facts, name, overrides):
     forget, retain = tiny_facts
-    before = _state(tiny)
+    before = snapshot(tiny)
     op = get_operator(name)
     cfg = make_config(name, overrides, seed=3)
     e1, e2 = op.apply(tiny, forget, retain, cfg), op.apply(tiny, forget, retain, cfg)
-    after = _state(tiny)
+    after = snapshot(tiny)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not tiny.interventions
     l1, _ = _logits(e1.subject, ["Alice lives in the city of"])
