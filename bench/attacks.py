@@ -285,7 +285,7 @@ def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--models", default="toy", help="comma list of toy, smollm2")
     ap.add_argument("--operators", default=None,
                     help="comma list of operators, controls (identity, output_only_suppressor) "
