@@ -43,7 +43,6 @@ from workbench.errors import WorkbenchError
 from workbench.facts import FactSet, phrasings
 from workbench.models import (
     Subject,
-    check_compatible,
     decoder_layers,
     fork_module,
     hidden_of,
@@ -210,9 +209,7 @@ def _directional_ablation(ctx: ProbeContext, th: AblationThresholds,
         raise WorkbenchError(f"directional_ablation: position must be one of {POSITIONS}, "
                              f"not {position!r}")
     rng = seed_all(ctx.seed)
-    g = gate(m0, m1, facts, th)
-    if oracle is not None:
-        check_compatible(m0, oracle)
+    g = gate(m0, m1, facts, th, oracle=oracle)
     if g.blocker():
         return Finding("directional_ablation", "inconclusive", g.blocker())
     fit, ev = split_by_entity(facts.forget, ctx.seed)

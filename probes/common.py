@@ -92,9 +92,12 @@ def exact_match(subject: Subject, facts: FactSet, batch_size: int = 32) -> np.nd
 
 
 def gate(m0: Subject, m1: Subject, facts: FactSet,
-         thresholds: GateThresholds = GateThresholds()) -> Gate:
-    """Check compatibility and measure whether M1 unlearned the forget split."""
+         thresholds: GateThresholds = GateThresholds(), oracle: Subject | None = None) -> Gate:
+    """Check compatibility (of the oracle too, when given) and measure whether M1 unlearned the
+    forget split."""
     check_compatible(m0, m1)
+    if oracle is not None:
+        check_compatible(m0, oracle)
     facts.forget.require_nonempty("forget split of")
     retain = facts.retain if len(facts.retain) else facts.holdout
     acc = {(name, split): float(exact_match(m, fs).mean()) if len(fs) else 0.0

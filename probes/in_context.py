@@ -29,7 +29,7 @@ from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import gate, joiner, seed_all
 from workbench.behavior import answer_logprobs
 from workbench.facts import Fact, FactSet
-from workbench.models import Subject, check_compatible
+from workbench.models import Subject
 
 VARIANTS = ("forget", "retain")
 
@@ -103,9 +103,7 @@ def _in_context(ctx: ProbeContext, th: InContextThresholds, k: int = 3, n_max: i
                 batch_size: int = 64) -> Finding:
     m0, m1, facts, oracle = ctx.m0, ctx.m1, ctx.facts, ctx.oracle
     rng = seed_all(ctx.seed)
-    g = gate(m0, m1, facts, th)
-    if oracle is not None:
-        check_compatible(m0, oracle)
+    g = gate(m0, m1, facts, th, oracle=oracle)
     if g.blocker():
         return Finding("in_context_recovery", "inconclusive", g.blocker())
     fs = facts.forget

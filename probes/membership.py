@@ -31,7 +31,7 @@ from probes.common import GateThresholds, gate, seed_all
 from workbench.batching import chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
-from workbench.models import Subject, check_compatible
+from workbench.models import Subject
 
 Tokens = Literal["text", "answer"]
 
@@ -89,9 +89,7 @@ def _membership(ctx: ProbeContext, th: MembershipThresholds, k: float = 0.2,
     seed_all(ctx.seed)
     if tokens not in ("text", "answer"):
         raise WorkbenchError(f"tokens must be 'text' or 'answer', not {tokens!r}")
-    g = gate(m0, m1, facts, th)
-    if oracle is not None:
-        check_compatible(m0, oracle)
+    g = gate(m0, m1, facts, th, oracle=oracle)
     if g.blocker():
         return Finding("membership", "inconclusive", g.blocker())
     unseen = facts.split("unseen")

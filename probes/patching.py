@@ -17,7 +17,7 @@ from workbench.batching import encode
 from workbench.capture import POINTS
 from workbench.errors import LayerError
 from workbench.facts import FactSet
-from workbench.models import Subject, check_compatible
+from workbench.models import Subject
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ def _activation_patching(ctx: ProbeContext, th: PatchingThresholds,
     m0, m1, facts, oracle, progress = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.progress
     min_gap = th.min_gap
     seed_all(ctx.seed)
-    g = gate(m0, m1, facts, th)
-    if oracle is not None:
-        check_compatible(m0, oracle)
+    g = gate(m0, m1, facts, th, oracle=oracle)
     unknown = [p for p in points if p not in POINTS]
     if unknown:
         raise LayerError(f"unknown hook point(s) {unknown}; expected some of {POINTS}")

@@ -32,7 +32,7 @@ from probes.common import exact_match, gate, seed_all
 from workbench.batching import chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
-from workbench.models import Subject, check_compatible
+from workbench.models import Subject
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]  # weight -> de-quantized weight (a new tensor)
 
@@ -180,9 +180,7 @@ def _quantization(ctx: ProbeContext, th: QuantizationThresholds, bits: Sequence[
                   batch_size: int = 64) -> Finding:
     m0, m1, facts, oracle = ctx.m0, ctx.m1, ctx.facts, ctx.oracle
     seed_all(ctx.seed)
-    g = gate(m0, m1, facts, th)
-    if oracle is not None:
-        check_compatible(m0, oracle)
+    g = gate(m0, m1, facts, th, oracle=oracle)
     if g.blocker():
         return Finding("quantization", "inconclusive", g.blocker())
     blocked = weight_attack_blocker(m0, m1)

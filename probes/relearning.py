@@ -35,7 +35,7 @@ from probes.common import _memo, gate, seed_all
 from workbench.batching import Batch, chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings
-from workbench.models import Subject, check_compatible
+from workbench.models import Subject
 from workbench.operators.training import Sampler, answer_nll
 
 VARIANTS = ("rtt", "entity")
@@ -273,9 +273,7 @@ def _relearning(ctx: ProbeContext, th: RelearningThresholds,
     setup = Setup(tuple(float(x) for x in lrs) if lrs is not None else default_lrs(m1), steps,
                   eval_every, batch_size, paraphrases)
     seed_all(ctx.seed)
-    g = gate(m0, m1, facts, th)
-    if ctx.oracle is not None:
-        check_compatible(m0, ctx.oracle)
+    g = gate(m0, m1, facts, th, oracle=ctx.oracle)
     scores = {"forget_acc_M0": g.forget0, "forget_acc_M1": g.forget1}
     if g.blocker():
         return Finding("relearning", "inconclusive", g.blocker(), scores)

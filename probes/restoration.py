@@ -23,7 +23,7 @@ from probes.patching import recovery
 from workbench.batching import chunks, encode
 from workbench.errors import IncompatibleSubjectsError
 from workbench.facts import FactSet
-from workbench.models import Subject, check_compatible, decoder_layers, final_norm
+from workbench.models import Subject, decoder_layers, final_norm
 
 Group = tuple[str, str, tuple[str, ...]]  # (label, kind, parameter names)
 
@@ -152,9 +152,7 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
                            batch_size: int = 64) -> Finding:
     m0, m1, facts = ctx.m0, ctx.m1, ctx.facts
     seed_all(ctx.seed)
-    g = gate(m0, m1, facts, th)
-    if ctx.oracle is not None:
-        check_compatible(m0, ctx.oracle)
+    g = gate(m0, m1, facts, th, oracle=ctx.oracle)
     if g.blocker():
         return Finding("parameter_restoration", "inconclusive", g.blocker())
     drift = weight_drift(m0, m1)

