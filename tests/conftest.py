@@ -101,6 +101,15 @@ def toyworld():
 
 
 @pytest.fixture(scope="session")
+def people_world():
+    """The real-model world (SmolLM2 fine-tuned on fictitious people): minutes to build, so only
+    slow tests use it; cached like the toy world."""
+    from workbench.pretrained_world import build_pretrained_world
+
+    return build_pretrained_world(progress=False)
+
+
+@pytest.fixture(scope="session")
 def toy_facts(toyworld):
     """The toy world's facts: forget / retain / holdout / unseen, split by person."""
     return toyworld.facts()

@@ -15,16 +15,14 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.atomic import atomic_dir
 from workbench.facts import Fact, FactSet
-from workbench.inputs import read_json
 from workbench.toyworld_train import TrainConfig
+from workbench.worlds import World, is_complete, split_accuracies, world_lock
 
 # Bump when the world generator or the training recipe changes meaning (invalidates caches).
 WORLD_VERSION = 1
@@ -148,76 +146,14 @@ def _texts(facts: FactSet) -> list[str]:
     return [t for p, a in _pairs(facts) for t in (p, a)]
 
 
-@dataclass(frozen=True)
-class ToyWorld:
-    """A built toy world on disk: facts, the original model and the retrain oracle."""
-
-    root: Path
-    original_dir: Path
-    oracle_dir: Path
-    facts_path: Path
-    stats: dict[str, Any]
-
-    @classmethod
-    def at(cls, root: Path) -> ToyWorld:
-        root = Path(root)
-        stats = read_json(root / "world.json")
-        return cls(root, root / "original", root / "oracle", root / "facts.jsonl", stats)
-
-    def facts(self) -> FactSet:
-        fs = FactSet.load(self.facts_path)
-        return FactSet(fs.facts, "toyworld", meta={"seed": self.stats["config"]["seed"]})
-
-    def original(self, device: Any = None):
-        from workbench.models import load_subject
-
-        return load_subject(str(self.original_dir), device=device)
-
-    def oracle(self, device: Any = None):
-        from workbench.models import load_subject
-
-        return load_subject(str(self.oracle_dir), device=device)
+# The toy world is one kind of `World` (kept under its old name for callers).
+ToyWorld = World
 
 
 def default_root(config: WorldConfig) -> Path:
     from workbench.models import cache_root
 
     return cache_root() / "toyworld" / config.hash()
-
-
-def _is_complete(root: Path, config: WorldConfig) -> bool:
-    try:
-        stats = json.loads((root / "world.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if stats.get("config_hash") != config.hash():
-        return False
-    needed = [root / "facts.jsonl"] + [root / d / f for d in ("original", "oracle")
-                                       for f in ("config.json", "model.safetensors",
-                                                 "tokenizer.json")]
-    return all(p.exists() for p in needed)
-
-
-def _accuracies(model_dir: Path, facts: FactSet) -> dict[str, Any]:
-    """Greedy accuracy on the canonical prompts (the user-facing measure) and teacher-forced
-    accuracy on the paraphrases, per split. One thread: faster for a model this small."""
-    import torch
-
-    from workbench.behavior import accuracy_by_split, evaluate, summarize
-    from workbench.models import load_subject
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        subject = load_subject(str(model_dir), device="cpu")
-        canonical = accuracy_by_split(subject, facts, batch_size=128)
-        para = summarize(evaluate(subject, facts, generate=False, use_paraphrases=True,
-                                  batch_size=256))
-    finally:
-        torch.set_num_threads(threads)
-    return {split: {"accuracy": round(row["accuracy"], 4), "logprob": round(row["logprob"], 4),
-                    "n": row["n"], "paraphrase_accuracy": round(para[split]["accuracy"], 4)}
-            for split, row in canonical.items()}
 
 
 def build_toyworld(out: Path | None = None, seed: int = 0, force: bool = False,
@@ -233,34 +169,13 @@ def build_toyworld(out: Path | None = None, seed: int = 0, force: bool = False,
     """
     config = config or WorldConfig(seed=seed)
     root = Path(out) if out is not None else default_root(config)
-    if not force and _is_complete(root, config):
+    if not force and is_complete(root, config.hash()):
         return ToyWorld.at(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(root.parent / f".{root.name}.lock", progress):
-        if not force and _is_complete(root, config):  # built by someone else while we waited
+    with world_lock(root.parent / f".{root.name}.lock", progress):
+        if not force and is_complete(root, config.hash()):  # built by someone else while we waited
             return ToyWorld.at(root)
         return _build(root, config, progress, workers)
-
-
-@contextmanager
-def _lock(path: Path, progress: bool) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX `flock`; a no-op where there is none)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover (Windows)
-        yield
-        return
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(f"toyworld: waiting for another build of {path.name[1:-5]}", flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None) -> ToyWorld:
@@ -291,12 +206,13 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
         timings = {what: round(info["seconds"], 2) for what, info in done.items()}
         cpu = {what: round(info["cpu_seconds"], 2) for what, info in done.items()}
         t_train = time.perf_counter() - t0
-        accuracy = {what: _accuracies(tmp / what, facts) for what in training}
+        accuracy = {what: split_accuracies(tmp / what, facts) for what in training}
         stats = {
             "config": config.to_json(), "config_hash": config.hash(), "seed": config.seed,
             "n_people": {s: len({f.entity for f in facts.split(s)}) for s in facts.splits()},
             "n_facts": {s: len(facts.split(s)) for s in facts.splits()},
             "attributes": {rel: list(v) for rel, (v, _) in ATTRIBUTES.items()},
+            "name": "toyworld", "kind": "toy",
             "chance": chance_rates(), "accuracy": accuracy, "train_seconds": timings,
             "final_loss": {what: round(info["final_loss"], 5) for what, info in done.items()},
             "epochs_trained": {what: info["epochs"] for what, info in done.items()},

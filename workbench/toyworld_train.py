@@ -184,13 +184,15 @@ def train_and_save(tokenizer, pairs: Sequence[tuple[str, str]], cfg: TrainConfig
     return info
 
 
-def train_many(jobs: Sequence[dict[str, Any]], workers: int | None = None) -> list[dict[str, Any]]:
-    """Run `train_and_save(**job)` for each job, in parallel processes when there are cores."""
+def train_many(jobs: Sequence[dict[str, Any]], workers: int | None = None,
+               fn: Callable[..., dict[str, Any]] = train_and_save) -> list[dict[str, Any]]:
+    """Run `fn(**job)` (a module-level function, default `train_and_save`) for each job, in
+    parallel processes when there are cores."""
     if workers is None:
         workers = min(len(jobs), os.cpu_count() or 1)
     if workers <= 1 or len(jobs) <= 1:
-        return [train_and_save(**job) for job in jobs]
+        return [fn(**job) for job in jobs]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(train_and_save, **job) for job in jobs]
+        futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from apps.cli import demo, evaluate, facts, models, operators, probe, sae, toyworld, unlearn
+from apps.cli import demo, evaluate, facts, models, operators, probe, sae, unlearn, world
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Did an unlearning edit remove the knowledge, or only suppress it?")
@@ -16,7 +16,9 @@ app.command("operators")(operators.operators)
 app.command("unlearn")(unlearn.unlearn)
 app.command("probe")(probe.probe)
 app.add_typer(facts.app, name="facts")
-app.add_typer(toyworld.app, name="toyworld")
+app.add_typer(world.app, name="world")
+# the old name of `world`, kept so scripts that call it keep working
+app.add_typer(world.app, name="toyworld", hidden=True)
 app.add_typer(sae.app, name="sae")
 
 

@@ -1,4 +1,4 @@
-"""`workbench toyworld ...`: build the synthetic world, its model and its retrain oracle."""
+"""`workbench world ...`: build a world of fictitious people, its model and its retrain oracle."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from rich.table import Table
 from apps.cli.common import handles_errors, out
 
 app = typer.Typer(no_args_is_help=True,
-                  help="Synthetic world of fictitious people with a retrain oracle.")
+                  help="Worlds of fictitious people with a retrain oracle (toy or a pretrained base).")
 
 
 def world_table(stats: dict) -> Table:
     """Accuracy per split for the original model and the oracle, with chance rates."""
     acc = stats["accuracy"]
-    t = Table(title=f"Toy world (seed {stats['seed']}, config {stats['config_hash']})")
+    kind = f"{stats['base']} fine-tuned" if stats.get("base") else "toy"
+    t = Table(title=f"World: {kind} (seed {stats['seed']}, config {stats['config_hash']})")
     for col in ("split", "people", "facts", "original", "paraphrases", "oracle", "paraphrases"):
         t.add_column(col, justify="right")
     for split, n_facts in stats["n_facts"].items():
@@ -29,8 +30,13 @@ def world_table(stats: dict) -> Table:
     wall, cpu = stats["train_seconds"], stats.get("train_cpu_seconds", {})
     timing = ", ".join(f"{m} {wall[m]:.1f} s" + (f" ({cpu[m]:.1f} s CPU)" if m in cpu else "")
                        for m in ("original", "oracle"))
-    t.caption = ("accuracy: greedy answer to the canonical prompt; paraphrases: teacher-forced "
-                 "on the other phrasings\nchance (1 / values per attribute): "
+    para = stats.get("paraphrases", "trained")
+    general = stats.get("builtin_accuracy")
+    t.caption = ("accuracy: greedy answer to the canonical prompt; paraphrases "
+                 f"({para}): teacher-forced on the other phrasings\n"
+                 + ("built-in real facts answered: " + ", ".join(
+                     f"{m} {v:.1%}" for m, v in general.items()) + "\n" if general else "")
+                 + "chance (1 / values per attribute): "
                  + ", ".join(f"{k} {v:.1%}" for k, v in chance.items())
                  + f"\ntraining: {timing}; whole build {stats['build_seconds']:.1f} s")
     return t
@@ -41,12 +47,15 @@ def world_table(stats: dict) -> Table:
 def build(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="output directory (default: the cache)")] = None,
+    base: Annotated[str, typer.Option(
+        help="'toy' (a tiny Llama trained from scratch, seconds) or a model spec to fine-tune "
+             "on fictitious people, e.g. smollm2-135m (minutes)")] = "toy",
     seed: Annotated[int, typer.Option(help="world and training seed")] = 0,
     force: Annotated[bool, typer.Option("--force", help="rebuild even if a build exists")] = False,
 ) -> None:
     """Generate the facts, train the original model and the retrain oracle, print accuracies."""
-    from workbench.toyworld import build_toyworld
+    from workbench.worlds import build_world
 
-    world = build_toyworld(out_dir, seed=seed, force=force, progress=True)
+    world = build_world(base, out_dir, seed=seed, force=force, progress=True)
     out.print(world_table(world.stats))
     out.print(f"written to {world.root}")
