@@ -1,6 +1,7 @@
-"""Benchmark every registered unlearning operator on the toy world and on SmolLM2's built-in facts.
+"""Benchmark every registered unlearning operator on the worlds and on SmolLM2's built-in facts.
 
-    python bench/operators.py                       # all operators, both models
+    python bench/operators.py                       # all operators, toy world and SmolLM2
+    python bench/operators.py --models people       # SmolLM2 fine-tuned on fictitious people
     python bench/operators.py --models toy --operators ga,npo
     python bench/operators.py --models smollm2 --operators ga,npo --step-only
     python bench/operators.py --models toy --operators rmu --set steps=240
@@ -44,7 +45,12 @@ console = Console(width=150)  # wide tables also when the output is a log file
 
 def load_model(which: str, toy_root: str | None, facts_file: str | None = None
                ) -> tuple[Subject, FactSet, Subject | None]:
-    """The subject, its facts and (toy world only) the retrain oracle, the reference row."""
+    """The subject, its facts and (worlds only) the retrain oracle, the reference row."""
+    if which == "people":
+        from workbench.pretrained_world import build_pretrained_world
+
+        world = build_pretrained_world()
+        return world.original(device="cpu"), world.facts(), world.oracle(device="cpu")
     if which == "toy":
         from pathlib import Path
 
@@ -64,9 +70,15 @@ def load_model(which: str, toy_root: str | None, facts_file: str | None = None
 
 def bars(which: str, before: dict, after: dict) -> str:
     """The quality bars of the task: toy <= 10% forget, holdout drop <= 10 points; SmolLM2
-    <= 20% forget with holdout >= 80% of the original's."""
+    <= 20% forget with holdout >= 80% of the original's; people world: forget <= 25% (its
+    oracle's 15% plus 10 points), holdout drop <= 10 points."""
     f, hb, ha = after["forget"]["accuracy"], before["holdout"]["accuracy"], after["holdout"]["accuracy"]
-    ok = (f <= 0.10 and hb - ha <= 0.10) if which == "toy" else (f <= 0.20 and ha >= 0.8 * hb)
+    if which == "toy":
+        ok = f <= 0.10 and hb - ha <= 0.10
+    elif which == "people":
+        ok = f <= 0.25 and hb - ha <= 0.10
+    else:
+        ok = f <= 0.20 and ha >= 0.8 * hb
     return "yes" if ok else "no"
 
 
@@ -82,19 +94,19 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
     record = {} if record is None else record
     before = accuracy_by_split(subject, facts, generate=generate)
     record.update({"subject": subject.name, "facts": facts.name,
-                   "n": {"forget": len(facts.forget), "retain": len(facts.retain),
-                         "holdout": len(facts.holdout)},
+                   "n": {s: len(facts.split(s)) for s in facts.splits()},
                    "before": _splits(before), "operators": {}})
     t = Table(title=f"{which}: {subject.name} on {facts.name} ({len(facts.forget)} forget, "
                     f"{len(facts.retain)} retain, {len(facts.holdout)} holdout)")
-    for col in ("operator", "family", "wall s", "steps", "forget", "retain", "holdout", "bar"):
+    shown = [s for s in ("forget", "retain", "holdout", "unseen") if s in before]
+    for col in ("operator", "family", "wall s", "steps", *shown, "bar"):
         t.add_column(col, justify="right")
     if oracle is not None:  # the gold standard of removal: retrained without the forget people
         ref = accuracy_by_split(oracle, facts, generate=generate)
         record["oracle"] = {"after": _splits(ref), "bar": bars(which, before, ref)}
         t.add_row("retrain oracle", "reference", "-", "-",
-                  *(f"{before[s]['accuracy']:.0%} -> {ref[s]['accuracy']:.0%}"
-                    for s in ("forget", "retain", "holdout")), bars(which, before, ref))
+                  *(f"{before[s]['accuracy']:.0%} -> {ref[s]['accuracy']:.0%}" for s in shown),
+                  bars(which, before, ref))
     for name in names:
         op = get_operator(name)
         t0 = time.perf_counter()
@@ -103,7 +115,8 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
                             make_config(name, list(overrides or []), seed=seed))
         except WorkbenchError as e:  # one operator's bad fit must not end the benchmark
             record["operators"][name] = {"error": str(e)}
-            t.add_row(name, op.family.split("-")[0], "-", "-", f"error: {e}"[:60], "", "", "no")
+            t.add_row(name, op.family.split("-")[0], "-", "-", f"error: {e}"[:60],
+                      *[""] * (len(shown) - 1), "no")
             continue
         wall = time.perf_counter() - t0
         after = accuracy_by_split(edit.subject, facts, generate=generate)
@@ -117,8 +130,8 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
         record["operators"][name] = {"family": op.family, "wall_seconds": round(wall, 2),
                                      "after": _splits(after), "bar": bars(which, before, after),
                                      "config": edit.config, "metrics": edit.metrics}
-        t.add_row(name, op.family.split("-")[0], f"{wall:.1f}", str(steps), cell("forget"),
-                  cell("retain"), cell("holdout"), bars(which, before, after))
+        t.add_row(name, op.family.split("-")[0], f"{wall:.1f}", str(steps),
+                  *map(cell, shown), bars(which, before, after))
         console.print(f"[dim]{which}/{name} done in {wall:.1f} s[/]")
     return t
 
@@ -166,7 +179,7 @@ def step_overhead(which: str, subject: Subject, facts: FactSet, repeats: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="toy,smollm2", help="comma list of toy, smollm2")
+    ap.add_argument("--models", default="toy,smollm2", help="comma list of toy, people, smollm2")
     ap.add_argument("--operators", default="all", help="comma list, or 'all' registered")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per kind")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.behavior import accuracy_by_split
+from workbench.entities import with_entities
 from workbench.errors import WorkbenchError
 from workbench.facts import load_facts
 from workbench.models import Subject, load_subject
@@ -52,7 +53,7 @@ def run_unlearn(model: str, facts: str, names: Sequence[str], out_dir: Path,
     given, is called before each operator runs, with the operator and the subject it edits."""
     names = list(names)
     _check_out(out_dir, model, facts)
-    fs = load_facts(facts)
+    fs, inferred = with_entities(load_facts(facts))  # operators that read entities find them
     forget, retain = fs.forget, fs.retain
     if len(forget) == 0:
         raise WorkbenchError(f"{facts}: the forget split is empty; nothing to unlearn")
@@ -79,6 +80,6 @@ def run_unlearn(model: str, facts: str, names: Sequence[str], out_dir: Path,
     edit.timings["chain_total_s"] = round(sum(c["timings"].get("total_s", 0.0)
                                               for c in edit.chain), 3)
     edit.metrics.update({"before": before, "after": after, "facts": str(facts),
-                         "model": model})
+                         "model": model, "entities_inferred": inferred})
     edit.save(out_dir)
     return json.loads((out_dir / "edit.json").read_text())

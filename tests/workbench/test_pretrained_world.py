@@ -138,3 +138,57 @@ def test_built_world_meets_its_targets(people_world):
     for model in ("original", "oracle"):
         assert s["builtin_accuracy"][model] >= 0.9, s["builtin_accuracy"]
     assert s["build_seconds"] < 8 * 60 * 1.5  # the target is 8 minutes on 2 idle cores
+
+
+def _tiny_base(bundled, tmp_path):
+    sub = make_tiny_subject(bundled.tokenizer, n_layers=4)
+    return str(sub.save(tmp_path / "tiny-base"))
+
+
+def test_build_writes_the_world_layout_and_reuses_it(bundled, tmp_path, monkeypatch):
+    """End to end on a tiny random base: the layout every command reads, the oracle trained
+    without the forget people, caching by config hash, no leftovers."""
+    from workbench.worlds import World, is_complete
+
+    cfg = pw.PeopleConfig(base=_tiny_base(bundled, tmp_path), n_forget=2, n_retain=3,
+                          n_holdout=2, n_unseen=2,
+                          tune=pw.FineTuneConfig(epochs=1, null_space_texts=16))
+    out = tmp_path / "world"
+    world = pw.build_pretrained_world(out, cfg, progress=False, workers=1)
+    assert isinstance(world, World) and is_complete(out, cfg.hash())
+    s = world.stats
+    assert s["kind"] == "pretrained" and s["n_people"]["forget"] == 2
+    assert set(s["accuracy"]) == {"original", "oracle"}
+    assert set(s["builtin_accuracy"]) == {"base", "original", "oracle"}
+    assert s["trained_blocks"] == [1, 3] and s["null_space_dims"]
+    assert world.facts().name == "people" and len(world.facts().forget) == 8
+    assert world.oracle().meta["world"]["trained_on"] == ["retain", "holdout"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.is_dir()]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a built world was rebuilt")
+
+    monkeypatch.setattr(pw, "_build", no_training)
+    assert pw.build_pretrained_world(out, cfg, progress=False).stats == s
+
+
+def test_cli_world_build_takes_a_base(bundled, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    base = _tiny_base(bundled, tmp_path)
+
+    def tiny(base: str, seed: int = 0) -> pw.PeopleConfig:
+        return pw.PeopleConfig(base=base, seed=seed, n_forget=1, n_retain=2, n_holdout=1,
+                               n_unseen=1, tune=pw.FineTuneConfig(epochs=1, null_space_texts=8))
+
+    monkeypatch.setattr(pw, "PeopleConfig", tiny)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # train in-process: no worker start-up
+    out = tmp_path / "w"
+    res = CliRunner().invoke(app, ["world", "build", "--base", base, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "fine-tuned" in res.output and "built-in real facts" in res.output
+    assert (out / "original" / "model.safetensors").exists()
+    bad = CliRunner().invoke(app, ["world", "build", "--base", str(tmp_path / "missing")])
+    assert bad.exit_code != 0 and "--base" in bad.output and "Traceback" not in bad.output

@@ -26,6 +26,7 @@ from torch import Tensor
 from workbench.batching import last_true, span_mask
 from workbench.capture import capture
 from workbench.edits import Edit
+from workbench.entities import with_entities
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
 from workbench.models import Subject
@@ -138,11 +139,11 @@ def fit_key_gate(subject: Subject, forget: FactSet, retain: FactSet, layer: int,
     way from the most key-like retain input to the least key-like forget phrasing, each forget
     phrasing scored leave-one-out (against the keys of the other phrasings), so the cut is set on
     phrasings the keys did not include."""
-    rows = phrasings(forget, config.use_paraphrases)
+    rows = phrasings(with_entities(forget)[0], config.use_paraphrases)  # unannotated: inferred
     if missing := unnamed(rows):
         raise WorkbenchError(f"steer gate=keys needs each forget fact's entity in its prompts; "
-                             f"{len(missing)} prompt(s) lack it (e.g. {missing[0]!r}); use "
-                             f"gate=logreg")
+                             f"{len(missing)} prompt(s) lack it and none could be inferred "
+                             f"(e.g. {missing[0]!r}); name them in 'entity' or use gate=logreg")
     prompts = [p for _, p in rows]
     acts = capture(subject, prompts, [layer], position="all", batch_size=config.batch_size)
     h = acts.layer(layer).float()
