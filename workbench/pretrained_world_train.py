@@ -119,7 +119,7 @@ def finetune(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]],
     return {"final_loss": loss_v, "epochs": epoch + 1,
             "blocks": [lo, max(null_spaces) + 1],
             "null_space_dims": {str(i): int(b.shape[1]) for i, b in null_spaces.items()},
-            "cached_prefix": upper.cached, "seconds": time.perf_counter() - t0,
+            "cached_prefix": upper.shortcut, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0}
 
 
@@ -209,7 +209,7 @@ class _UpperModel:
         self.lower = list(layers)[:lo]
         self.inner = model.get_decoder()
         self.head = model.get_output_embeddings()
-        self.cached = False
+        self.cached = self.shortcut = False
         if lo == 0:
             return
         with torch.no_grad():
@@ -227,6 +227,7 @@ class _UpperModel:
             got = self._logits(probe, full=False)
             if not torch.allclose(want, got, atol=1e-3, rtol=1e-3):
                 self.restore()
+        self.shortcut = self.cached  # whether training runs on the cached prefix
 
     def _logits(self, idx: torch.Tensor, full: bool) -> torch.Tensor:
         b = self.batch.rows(idx)

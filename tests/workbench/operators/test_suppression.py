@@ -169,13 +169,17 @@ def test_key_gate_fires_on_forget_entities_only(tiny, tiny_facts):
     assert same == [False, False, True, True]
 
 
-def test_key_gate_needs_entities(tiny, tiny_facts):
+def test_key_gate_finds_entities_that_are_not_annotated(tiny, tiny_facts):
     forget, retain = tiny_facts
-    bare = FactSet(tuple(Fact(f.id, f.prompt, f.answer, f.split) for f in forget))
+    bare = FactSet(tuple(Fact(f.id, f.prompt, f.answer, f.split, f.paraphrases) for f in forget))
+    edit = get_operator("steer").apply(tiny, bare, retain, make_config("steer"))
+    assert edit.subject.interventions  # the default gate (keys) worked without annotations
+    # when no entity can be told apart (the same words in every prompt), it says so
+    same = FactSet(tuple(Fact(f"s{i}", "It is", f.answer, f.split) for i, f in enumerate(forget)))
     with pytest.raises(WorkbenchError, match="entity"):
-        get_operator("steer").apply(tiny, bare, retain, make_config("steer", {"gate": "keys"}))
+        get_operator("steer").apply(tiny, same, retain, make_config("steer", {"gate": "keys"}))
     # a linear gate does not need them
-    get_operator("steer").apply(tiny, bare, retain, make_config("steer", {"gate": "logreg"}))
+    get_operator("steer").apply(tiny, same, retain, make_config("steer", {"gate": "logreg"}))
 
 
 def test_prompt_prefix_equals_running_on_prefix_plus_prompt(tiny, tiny_facts):
