@@ -1,11 +1,12 @@
 """Build `bench/data/realfacts_b.jsonl`: a second real-fact set for the bundled model, kept out of
 all tuning, written the way most users write theirs (no `entity` or `relation` fields).
 
-Usage: python scripts/curate_facts_b.py CANDIDATES.json [--out PATH] [--sizes 60,45,40]
+Usage: python scripts/curate_facts_b.py scripts/realfacts_b_candidates.json [--out PATH] [--sizes 60,45,40]
 
 The candidates (a JSON list of {prompt, answer, paraphrases}) cover relations the built-in set
 does not: landmarks' cities, past tenses, plurals, days, months, colours, paintings, founders,
-companies' countries, animal sounds, numbers, tournaments' sports, cities' languages. A candidate
+companies' countries, cities' countries, animal sounds, numbers, tournaments' sports, cities'
+languages. A candidate
 is kept when the model's greedy continuation of its prompt matches the answer (as `workbench eval`
 scores it); each kept fact keeps the paraphrases the model also answers (at least one, else its
 first). The kept facts are shuffled with a fixed seed and dealt into forget / retain / holdout.
