@@ -9,8 +9,8 @@ fine-tuned identically on retain + holdout only. The layout on disk is the toy w
 
 Facts are questions ("Q: Which city does Marta Velkoran live in? A:"), the format of TOFU.
 
-What is fine-tuned, and why (one model, 2 threads, 160 facts x 4 phrasings, this machine; the
-scripts and figures are in the note of issue #14):
+What is fine-tuned, and why (`bench/people_recipe.py`: the original alone, 2 threads, 160 facts x
+4 phrasings, this machine; a built world's own figures are in its `world.json`):
 - the MLPs of blocks 4-19 (of 30), where pretrained transformers store subject attributes (Meng
   et al. 2022), everything else frozen, lr 5e-4: every split and the never-trained fifth phrasing
   at 100% after 4 epochs, but the built-in real facts fell from 100% to 71% answered (38% with
@@ -250,7 +250,7 @@ def _build(root: Path, config: PeopleConfig, progress: bool, workers: int | None
                         strict=True))
         for what in training:  # `load_subject` reads this into `Subject.meta`
             meta = {"name": f"people-{what}", "world": {
-                "kind": "people", "base": config.base, "role": what,
+                "kind": "pretrained", "base": config.base, "role": what,
                 "config_hash": config.hash(), "seed": config.seed,
                 "trained_on": ["forget", "retain", "holdout"] if what == "original"
                 else ["retain", "holdout"]}}
