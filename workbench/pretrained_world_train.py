@@ -34,26 +34,15 @@ def finetune_and_save(base: str, pairs: Sequence[tuple[str, str]], cfg: Any, see
 
     Deterministic for a seed on one machine (fixed thread count, deterministic algorithms).
     Returns the final loss, epochs, trained blocks, and the wall and CPU seconds taken."""
-    from transformers.utils import logging as hf_logging
-
     from workbench.models import load_subject, save_checkpoint
+    from workbench.toyworld_train import training_settings
 
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+    with training_settings(cfg.threads):
         subject = load_subject(base, device="cpu", dtype=torch.float32)
         log = (lambda m: print(f"people world [{name}] {m}", flush=True)) if progress else None
         info = finetune(subject.model, subject.tokenizer, pairs, cfg, seed,
                         load_null_spaces(bases), log=log)
         save_checkpoint(subject.model, subject.tokenizer, Path(out))
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det)
-        if bars:
-            hf_logging.enable_progress_bar()
     return info
 
 

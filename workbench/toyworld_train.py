@@ -13,8 +13,9 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,27 +162,34 @@ def train_and_save(tokenizer, pairs: Sequence[tuple[str, str]], cfg: TrainConfig
     One thread makes the weights bit-identical whatever the machine's core count, and lets two
     models train side by side on two cores.
     """
-    import torch
-    from transformers.utils import logging as hf_logging
-
     from workbench.models import save_checkpoint
 
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+    with training_settings(threads=1):
         model = build_model(tokenizer, cfg, seed)
         log = (lambda m: print(f"toyworld [{name}] {m}", flush=True)) if progress else None
         info = train_lm(model, tokenizer, pairs, cfg, seed, log=log)
         save_checkpoint(model, tokenizer, Path(out))
+    return info
+
+
+@contextmanager
+def training_settings(threads: int) -> Iterator[None]:
+    """Within: `threads` torch threads, deterministic algorithms, no HF progress bars (each
+    world's trainer runs in a worker whose output is its own log lines); restored after."""
+    from transformers.utils import logging as hf_logging
+
+    before, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
         torch.use_deterministic_algorithms(det)
         if bars:
             hf_logging.enable_progress_bar()
-    return info
 
 
 def train_many(jobs: Sequence[dict[str, Any]], workers: int | None = None,
