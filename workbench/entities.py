@@ -5,7 +5,8 @@ entity-level relearning). Rather than require annotations, the entity of a fact 
 words of its prompt that (1) appear in every phrasing of that fact and (2) are rare across the
 set's other facts: in "The capital of France is", "capital", "of" and "is" recur in other facts
 and "France" does not. Of the prompt's maximal runs of such words, the one holding the rarest word
-wins, so "South Africa" and "Albert Einstein" come out whole. No library does this for a fact set
+wins, so "South Africa" and "Albert Einstein" come out whole, cut to what every phrasing writes
+the same way. No library does this for a fact set
 (named-entity taggers need models and miss common nouns, such as "gold" in "The chemical symbol
 for gold is"), hence written here.
 """
@@ -49,11 +50,22 @@ def infer_entity(fact: Fact, doc_freq: Counter, n_facts: int) -> str | None:
         lo -= 1
     while hi < len(words) - 1 and scores[hi + 1] >= cut:
         hi += 1
-    span = words[lo:hi + 1]
-    # the span as it is written in the prompt (keeps the spacing and punctuation between words)
-    start = fact.prompt.index(span[0])
-    end = fact.prompt.index(span[-1], start) + len(span[-1])
-    return fact.prompt[start:end].rstrip(".")
+    # the longest run around the rarest word that is written the same in every phrasing
+    # ("company Ferrari" in one prompt but "Ferrari is a company" in another: "Ferrari")
+    spans = sorted(((a, b) for a in range(lo, best + 1) for b in range(best, hi + 1)),
+                   key=lambda ab: ab[0] - ab[1])
+    for a, b in spans:
+        text = _as_written(fact.prompt, words[a:b + 1])
+        if all(text in p for p in fact.paraphrases):
+            return text
+    return None
+
+
+def _as_written(prompt: str, span: list[str]) -> str:
+    """`span` as written in `prompt` (keeps the spacing and punctuation between its words)."""
+    start = prompt.index(span[0])
+    end = prompt.index(span[-1], start) + len(span[-1])
+    return prompt[start:end].rstrip(".")
 
 
 def with_entities(facts: FactSet) -> tuple[FactSet, int]:

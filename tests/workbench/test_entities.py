@@ -36,3 +36,17 @@ def test_annotations_are_kept_and_multiword_names_come_out_whole():
     got, n = with_entities(facts)
     assert [f.entity for f in got] == ["Albert Einstein", "Marie Curie", "South Africa", "Peru"]
     assert n == 3
+
+
+def test_every_phrasing_of_an_unannotated_file_holds_its_entity():
+    """The second real-fact set has no entity fields and phrasings that reorder the words
+    ("The company Ferrari has ..." / "Ferrari is a company from")."""
+    from pathlib import Path
+
+    from workbench.facts import phrasings, unnamed
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "data" / "realfacts_b.jsonl"
+    fs = FactSet.load(path)
+    assert all(f.entity is None for f in fs)
+    got, n = with_entities(fs)
+    assert n == len(fs) and not unnamed(phrasings(got, True))
