@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench import worlds
 from workbench.atomic import atomic_dir
 from workbench.facts import Fact, FactSet
 from workbench.worlds import World, is_complete, split_accuracies, world_lock
@@ -193,9 +194,8 @@ def _balanced(rng: random.Random, values: tuple[str, ...], k: int) -> list[str]:
 
 
 def chance_rates() -> dict[str, float]:
-    rates = {rel: 1.0 / len(values) for rel, (values, _) in ATTRIBUTES.items()}
-    rates["mean"] = sum(rates.values()) / len(ATTRIBUTES)
-    return rates
+    """Accuracy of guessing uniformly per attribute, and their mean (`"mean"`)."""
+    return worlds.chance_rates(ATTRIBUTES)
 
 
 def training_pairs(facts: FactSet, trained_phrasings: int) -> list[tuple[str, str]]:

@@ -61,10 +61,10 @@ def finetune(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]],
     lo = min(null_spaces)
     for p in model.parameters():
         p.requires_grad_(False)
-    deltas = {i: _NullSpaceDelta(_mlp(layers[i]).down_proj, basis)
+    deltas = {i: _NullSpaceDelta(layers[i].mlp.down_proj, basis)
               for i, basis in null_spaces.items()}
     for i, delta in deltas.items():
-        _mlp(layers[i]).down_proj = delta
+        layers[i].mlp.down_proj = delta
     params = [d.V for d in deltas.values()]
     batch = encode(tokenizer, [p for p, _ in pairs], [a for _, a in pairs])
     n = len(pairs)
@@ -101,7 +101,7 @@ def finetune(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]],
         upper.restore()
         with torch.no_grad():
             for i, delta in deltas.items():
-                _mlp(layers[i]).down_proj = delta.merged()
+                layers[i].mlp.down_proj = delta.merged()
         model.eval()
         for p in model.parameters():
             p.requires_grad_(True)
@@ -148,7 +148,7 @@ def null_spaces(model: nn.Module, tokenizer: Any, texts: Sequence[str], blocks: 
             moments[i] = moments.get(i, 0) + x.T @ x
         return fn
 
-    handles = [_mlp(layers[i]).down_proj.register_forward_hook(hook(i)) for i in blocks]
+    handles = [layers[i].mlp.down_proj.register_forward_hook(hook(i)) for i in blocks]
     enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                     max_length=max_tokens)
     try:
@@ -181,12 +181,6 @@ def load_null_spaces(path: Path) -> dict[int, torch.Tensor]:
 
     return {int(k): v for k, v in sorted(load_file(str(path)).items(), key=lambda kv: int(kv[0]))}
 
-
-def _mlp(block: nn.Module) -> nn.Module:
-    for name in ("mlp", "feed_forward", "ffn"):
-        if hasattr(block, name):
-            return getattr(block, name)
-    raise ValueError(f"cannot find the MLP of {type(block).__name__}")
 
 
 class _UpperModel:

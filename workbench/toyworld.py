@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench import worlds
 from workbench.atomic import atomic_dir
 from workbench.facts import Fact, FactSet
 from workbench.toyworld_train import TrainConfig
@@ -132,9 +133,7 @@ def make_facts(config: WorldConfig | None = None) -> FactSet:
 
 def chance_rates() -> dict[str, float]:
     """Accuracy of guessing uniformly per attribute, and their mean (`"mean"`)."""
-    rates = {rel: 1.0 / len(values) for rel, (values, _) in ATTRIBUTES.items()}
-    rates["mean"] = sum(rates.values()) / len(ATTRIBUTES)
-    return rates
+    return worlds.chance_rates(ATTRIBUTES)
 
 
 def _pairs(facts: FactSet) -> list[tuple[str, str]]:

@@ -59,6 +59,14 @@ class World:
         return load_subject(str(self.oracle_dir), device=device)
 
 
+def chance_rates(attributes: dict[str, tuple[tuple[str, ...], Any]]) -> dict[str, float]:
+    """Accuracy of guessing uniformly per attribute (`{name: (values, templates)}`), and their
+    mean (`"mean"`)."""
+    rates = {rel: 1.0 / len(values) for rel, (values, _) in attributes.items()}
+    rates["mean"] = sum(rates.values()) / len(attributes)
+    return rates
+
+
 def is_complete(root: Path, config_hash: str) -> bool:
     """Whether `root` holds a finished build of the config with hash `config_hash`."""
     try:
