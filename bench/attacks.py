@@ -15,10 +15,16 @@ on one pair (e.g. the oracle's relearning curve) is reused by the next. The oper
 is recorded apart. Targets (issue): the whole attack set for one pair under 60 s on the toy
 world (2 CPU cores), under 5 minutes on the bundled model.
 
-On the bundled model (no oracle, no `unseen` split) only the cheap edits run by default (`steer`,
-`prune`, `prompt`, the output-only suppressor; the training operators take minutes each and run
-when named in `--operators`), and `activation_patching` is skipped there: its attack figure here
-is UDS, which patches a retrain oracle's activations into M0. An operator that refuses (e.g.
+On the bundled model (no oracle, no `unseen` split) and on the people world (`--models people`:
+SmolLM2 taught fictitious people, with its retrain oracle) only the cheap edits run by default
+(`steer`, `prune`, `prompt`, the output-only suppressor, and on the people world the identity and
+the oracle; the training operators take minutes each and run when named in `--operators`), and
+`activation_patching` is skipped without an oracle: its attack figure here is UDS, which patches
+a retrain oracle's activations into M0. `--attacks` takes any analysis module, so the same run
+gives the other modules' readings of the same pairs:
+
+    python bench/attacks.py --models people --operators oracle,identity,output_only_suppressor \
+        --attacks behavior_pressure,logit_lens,linear_probes,clusters,signal,... An operator that refuses (e.g.
 `prompt` on the toy world: its prefix exceeds the positions) is recorded as refused; an attack
 that crashes is recorded with its error and the run goes on.
 
@@ -46,7 +52,7 @@ ATTACKS = ("relearning", "quantization", "directional_ablation", "in_context_rec
 CONTROLS = ("identity", "output_only_suppressor")
 ORACLE = "oracle"
 SMOLLM2_DEFAULT = ("steer", "prune", "prompt", "output_only_suppressor")
-TARGETS = {"toy": 60.0, "smollm2": 300.0}  # seconds for the whole attack set on one pair
+TARGETS = {"toy": 60.0, "smollm2": 300.0, "people": 300.0}  # seconds for the whole attack set on one pair
 INITIAL = {"removal-consistent": "R", "suppression-signature": "S", "inconclusive": "I"}
 
 
@@ -65,19 +71,25 @@ def load_world(which: str) -> tuple[Callable[[], Any], Callable[[], Any] | None,
 
         return (lambda: world.original(device="cpu"), lambda: world.oracle(device="cpu"),
                 world.facts(), f"toy world {world.stats['config_hash']}")
+    if which == "people":  # SmolLM2 taught fictitious people, with its retrain oracle
+        from workbench.pretrained_world import build_pretrained_world
+
+        people = build_pretrained_world(progress=False)
+        return (lambda: people.original(device="cpu"), lambda: people.oracle(device="cpu"),
+                people.facts(), f"people world {people.stats['config_hash']}")
     if which == "smollm2":
         from workbench.facts import builtin_facts
 
         return (lambda: load_subject("smollm2-135m", device="cpu"), None,
                 builtin_facts("smollm2"), "builtin:smollm2")
-    raise SystemExit(f"unknown model {which!r}: expected toy or smollm2")
+    raise SystemExit(f"unknown model {which!r}: expected toy, people or smollm2")
 
 
 def default_edits(which: str, has_oracle: bool) -> list[str]:
     from workbench.operators import OPERATORS
 
-    if which == "smollm2":
-        return list(SMOLLM2_DEFAULT)
+    if which in ("smollm2", "people"):  # the training operators: when named
+        return [*SMOLLM2_DEFAULT, *([*CONTROLS[:1], ORACLE] if has_oracle else [])]
     return [*sorted(OPERATORS), *CONTROLS, *([ORACLE] if has_oracle else [])]
 
 
@@ -154,7 +166,7 @@ def headline(name: str, scores: dict[str, float]) -> dict[str, Any]:
     if name == "activation_patching":
         return {"metric": "uds", "m1": _num(g("uds")), "floor": None,
                 "best_single_recovery": _num(g("best_single_recovery"))}
-    return {"metric": "?", "m1": None, "floor": None}
+    return {"metric": "reading", "m1": None, "floor": None}  # an analysis module, not an attack
 
 
 def _crash(e: BaseException) -> dict[str, Any]:
@@ -198,6 +210,8 @@ def cell(r: dict[str, Any] | None) -> str:
     if "error" in r:
         return "CRASH"
     metric = r["metric"]
+    if metric == "reading":
+        return r["reading"]
     pre = {"auc": "AUC ", "uds": "UDS "}.get(metric, "")
     body = _fmt(r["m1"], metric) if metric == "uds" else \
         f"{_fmt(r['m1'], metric)} / {_fmt(r['floor'], metric)}"
@@ -286,7 +300,7 @@ def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    ap.add_argument("--models", default="toy", help="comma list of toy, smollm2")
+    ap.add_argument("--models", default="toy", help="comma list of toy, people, smollm2")
     ap.add_argument("--operators", default=None,
                     help="comma list of operators, controls (identity, output_only_suppressor) "
                          "and 'oracle' (default: toy: every registered operator, both controls "

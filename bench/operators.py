@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.behavior import accuracy_by_split
+from workbench.entities import with_entities
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet, builtin_facts
 from workbench.models import Subject, load_subject
@@ -199,6 +200,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     for which in args.models.split(","):
         subject, facts, oracle = load_model(which, args.toy_root, args.facts)
+        facts, _ = with_entities(facts)  # as `workbench unlearn` does for unannotated files
         results[which] = rec = {"edits": None, "step": {}}
         if not args.step_only:
             rec["edits"] = {}

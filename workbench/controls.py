@@ -6,6 +6,10 @@
   activation before the logits is bitwise identical to the original's, so the knowledge is
   provably still inside; only the output changes. It gates on a forget signal, as real
   suppressors do, so a retain question asked after a forget fact loses those tokens too.
+- `late_blocks_suppressor`: a *weight* suppressor by construction. Only the last block(s) are
+  fine-tuned (NPO on the forget answers, the retain answers kept), so every activation up to
+  them is bitwise the original's and the knowledge is provably still read out of the stream;
+  the weight attacks, unlike for a hook, apply to it.
 - `identity_edit`: the original weights under a new name (nothing unlearned).
 - `noise_edit`: heavy Gaussian weight noise (a damaged model, not an unlearned one).
 """
@@ -125,6 +129,26 @@ def output_only_suppressor(subject: Subject, facts_to_suppress: FactSet,
     edited = subject.with_interventions(iv, source=f"{subject.source}+output-suppressor")
     edited.meta.update({"name": f"{subject.name}+output-suppressor",
                         "control": "output-only-suppressor"})
+    return edited
+
+
+def late_blocks_suppressor(subject: Subject, forget: FactSet, retain: FactSet, blocks: int = 1,
+                           seed: int = 0, steps: int = 300) -> Subject:
+    """A copy whose last `blocks` blocks (only) are fine-tuned with NPO until the forget answers
+    are gone, with the retain answers' NLL kept; everything before them is the original's."""
+    from workbench.operators import get_operator, make_config
+
+    n = subject.n_layers
+    if not 1 <= blocks <= n:
+        raise WorkbenchError(f"blocks must be in 1..{n} for {subject.name}, got {blocks}")
+    config = make_config("npo", {"layers": tuple(range(n - blocks, n)), "params": "block",
+                                 "positions": "all", "preserve": 0.0, "rows": "none",
+                                 "lr": 3e-3, "steps": steps}, seed=seed)
+    edited = get_operator("npo").apply(subject, forget, retain, config).subject
+    edited.source = f"{subject.source}+last{blocks}-suppressor"
+    edited.meta.update({"name": f"{subject.name}+last{blocks}-suppressor",
+                        "control": "late-blocks-suppressor", "blocks": blocks,
+                        "chain": [], "base": subject.meta.get("base", subject.source)})
     return edited
 
 

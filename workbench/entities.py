@@ -1,4 +1,4 @@
-"""Find the entity of facts written without an `entity` field (most users' files).
+"""Find the entity (and relation) of facts written without those fields (most users' files).
 
 Several operators and modules read the entity's tokens (the key gate of `steer`, the recall site,
 entity-level relearning). Rather than require annotations, the entity of a fact is taken as the
@@ -9,6 +9,11 @@ wins, so "South Africa" and "Albert Einstein" come out whole, cut to what every 
 the same way. No library does this for a fact set
 (named-entity taggers need models and miss common nouns, such as "gold" in "The chemical symbol
 for gold is"), hence written here.
+
+A fact's relation, when missing, is its prompt with the entity cut out ("{} is a city in the
+country of"): facts asked the same way about different entities share it. Operators read it to
+build counterfactual anchors (`workbench.operators.anchors`: the forget prompts about retain
+entities), which keep an edit from firing on the question rather than on the entity.
 """
 
 from __future__ import annotations
@@ -68,8 +73,15 @@ def _as_written(prompt: str, span: list[str]) -> str:
     return prompt[start:end].rstrip(".")
 
 
+def template_of(prompt: str, entity: str) -> str | None:
+    """`prompt` with the last occurrence of `entity` replaced by `{}` (None: not in it)."""
+    i = prompt.rfind(entity)
+    return None if i < 0 else prompt[:i] + "{}" + prompt[i + len(entity):]
+
+
 def with_entities(facts: FactSet) -> tuple[FactSet, int]:
-    """`facts` with a missing `entity` inferred wherever one can be; returns how many were."""
+    """`facts` with a missing `entity` inferred wherever one can be, and a missing `relation`
+    set to the prompt's template around its entity; returns how many entities were inferred."""
     doc_freq: Counter = Counter()
     for f in facts:
         doc_freq.update({w.lower() for w in _words(" ".join((f.prompt, *f.paraphrases)))})
@@ -80,5 +92,7 @@ def with_entities(facts: FactSet) -> tuple[FactSet, int]:
             if entity is not None:
                 f = replace(f, entity=entity)
                 filled += 1
+        if f.relation is None and f.entity is not None:
+            f = replace(f, relation=template_of(f.prompt, f.entity))
         out.append(f)
     return FactSet(tuple(out), facts.name, meta=dict(facts.meta)), filled

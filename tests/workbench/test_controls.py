@@ -9,6 +9,7 @@ from workbench.capture import capture
 from workbench.controls import (
     OutputSuppressor,
     identity_edit,
+    late_blocks_suppressor,
     noise_edit,
     output_only_suppressor,
     triggered,
@@ -82,3 +83,20 @@ def test_noise_damages_everything(toy_original, toy_facts):
     p1, p2 = next(m1.model.parameters()), next(again.model.parameters())
     assert torch.equal(p1, p2)  # seeded
     assert not torch.equal(p1, next(toy_original.model.parameters()))
+
+
+def test_late_blocks_suppressor_moves_only_the_last_blocks(toy_original, toy_oracle, toy_facts):
+    m1 = late_blocks_suppressor(toy_original, toy_facts.forget, toy_facts.retain, blocks=1)
+    n = toy_original.n_layers
+    prompts = [f.prompt for f in toy_facts.take(40)]
+    a0, a1 = capture(toy_original, prompts, range(n)), capture(m1, prompts, range(n))
+    for L in range(n - 1):  # bitwise M0's up to the trained block...
+        assert torch.equal(a0.layer(L), a1.layer(L))
+    assert not torch.equal(a0.layer(n - 1), a1.layer(n - 1))  # ...which changed
+    before, after, oracle = _acc(toy_original, toy_facts), _acc(m1, toy_facts), \
+        _acc(toy_oracle, toy_facts)
+    # a valid suppressor control: forgets about as far as the oracle, keeps what it was shown
+    assert after["forget"] <= oracle["forget"] + 0.15
+    assert before["retain"] - after["retain"] <= 0.10
+    assert m1.meta["control"] == "late-blocks-suppressor"
+    assert _acc(toy_original, toy_facts) == before  # the original is untouched

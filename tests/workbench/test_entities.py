@@ -50,3 +50,17 @@ def test_every_phrasing_of_an_unannotated_file_holds_its_entity():
     assert all(f.entity is None for f in fs)
     got, n = with_entities(fs)
     assert n == len(fs) and not unnamed(phrasings(got, True))
+
+
+def test_missing_relations_are_the_prompt_templates_around_the_entity():
+    facts = FactSet((
+        Fact("a", "Lille is a city in the country of", " France", "forget", ()),
+        Fact("b", "Porto is a city in the country of", " Portugal", "retain", ()),
+        Fact("c", "The plural of mouse is", " mice", "retain", ("More than one mouse are",)),
+        Fact("d", "The capital of Peru is", " Lima", "retain", (), entity="Peru",
+             relation="capital"),
+    ), "t")
+    got, _ = with_entities(facts)
+    assert got[0].relation == got[1].relation == "{} is a city in the country of"
+    assert got[2].relation == "The plural of {} is"
+    assert got[3].relation == "capital"  # annotations are kept
