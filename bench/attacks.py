@@ -42,6 +42,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,7 +50,7 @@ warnings.filterwarnings("ignore")
 
 ATTACKS = ("relearning", "quantization", "directional_ablation", "in_context_recovery",
            "membership", "activation_patching")
-CONTROLS = ("identity", "output_only_suppressor")
+CONTROLS = ("identity", "output_only_suppressor", "late_blocks_suppressor")
 ORACLE = "oracle"
 SMOLLM2_DEFAULT = ("steer", "prune", "prompt", "output_only_suppressor")
 TARGETS = {"toy": 60.0, "smollm2": 300.0, "people": 300.0}  # seconds for the whole attack set on one pair
@@ -94,11 +95,21 @@ def default_edits(which: str, has_oracle: bool) -> list[str]:
 
 
 def make_edit(name: str, m0: Any, facts: Any, oracle_loader: Callable[[], Any] | None,
-              seed: int) -> tuple[Any, str, dict[str, Any]]:
-    """M1 for one edit name, its kind, and what the operator reported (timings, config)."""
-    from workbench.controls import identity_edit, output_only_suppressor
+              seed: int, saved: Path | None = None) -> tuple[Any, str, dict[str, Any]]:
+    """M1 for one edit name, its kind, and what the operator reported (timings, config); an
+    operator's edit saved under `saved/<name>` (`bench/operators.py --save-edits`) is loaded."""
+    from workbench.controls import identity_edit, late_blocks_suppressor, output_only_suppressor
+    from workbench.edits import read_edit_json
+    from workbench.models import load_subject
     from workbench.operators import get_operator, make_config
 
+    if saved is not None and (saved / name / "edit.json").exists():
+        doc = read_edit_json(saved / name)
+        return (load_subject(str(saved / name), device="cpu"), doc.get("family", "?"),
+                {"config": doc.get("config"), "timings": doc.get("timings"),
+                 "loaded_from": str(saved / name)})
+    if name == "late_blocks_suppressor":
+        return late_blocks_suppressor(m0, facts.forget, facts.retain, seed=seed), "control", {}
     if name == "identity":
         return identity_edit(m0), "control", {}
     if name == "output_only_suppressor":
@@ -242,8 +253,8 @@ def table(which: str, rec: dict[str, Any], attacks: list[str]):
 # ---------------------------------------------------------------------------------------------
 
 
-def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int, console
-              ) -> dict[str, Any]:
+def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int, console,
+              saved: Path | None = None) -> dict[str, Any]:
     from workbench.errors import WorkbenchError
 
     load_m0, load_oracle, facts, source = load_world(which)
@@ -261,7 +272,7 @@ def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int
         rec["pairs"][name] = p
         t0 = time.perf_counter()
         try:
-            m1, kind, info = make_edit(name, m0, facts, load_oracle, seed)
+            m1, kind, info = make_edit(name, m0, facts, load_oracle, seed, saved)
         except WorkbenchError as e:
             p.update({"refused": str(e), "edit_seconds": round(time.perf_counter() - t0, 2)})
             console.print(f"[yellow]{which}/{name}: refused: {e}[/]")
@@ -307,6 +318,9 @@ def main() -> None:
                          "and the oracle; smollm2: " + ",".join(SMOLLM2_DEFAULT) + ")")
     ap.add_argument("--attacks", default=",".join(ATTACKS), help="comma list of modules")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--edits-from", default=None, metavar="DIR",
+                    help="load operators' edits saved by `bench/operators.py --save-edits DIR` "
+                         "(DIR/<model>/<operator>) instead of making them again")
     args = ap.parse_args()
 
     import torch
@@ -327,7 +341,8 @@ def main() -> None:
     console.print(f"torch threads: {torch.get_num_threads()} (timings are noisy on a shared CPU)")
     results: dict[str, Any] = {}
     for which in args.models.split(","):
-        results[which] = rec = run_model(which, edits, attacks, args.seed, console)
+        saved = Path(args.edits_from) / which if args.edits_from else None
+        results[which] = rec = run_model(which, edits, attacks, args.seed, console, saved)
         console.print(table(which, rec, attacks))
         for name, p in rec["pairs"].items():
             if "refused" in p or "edit_error" in p:

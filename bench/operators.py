@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,8 +91,10 @@ def _splits(acc: dict[str, Any]) -> dict[str, Any]:
 
 def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str], seed: int,
                   generate: bool, oracle: Subject | None = None,
-                  overrides: list[str] | None = None, record: dict | None = None) -> Table:
-    """The table of operators; `record` (when given) receives the same figures as data."""
+                  overrides: list[str] | None = None, record: dict | None = None,
+                  save_to: Path | None = None) -> Table:
+    """The table of operators; `record` (when given) receives the same figures as data; each
+    edit is saved under `save_to/<operator>` when given (`bench/attacks.py --edits-from`)."""
     record = {} if record is None else record
     before = accuracy_by_split(subject, facts, generate=generate)
     record.update({"subject": subject.name, "facts": facts.name,
@@ -120,6 +123,8 @@ def run_operators(which: str, subject: Subject, facts: FactSet, names: list[str]
                       *[""] * (len(shown) - 1), "no")
             continue
         wall = time.perf_counter() - t0
+        if save_to is not None:
+            edit.save(save_to / name)
         after = accuracy_by_split(edit.subject, facts, generate=generate)
         steps = edit.metrics.get("training", {}).get("steps", "-")
 
@@ -189,6 +194,8 @@ def main() -> None:
     ap.add_argument("--step-only", action="store_true", help="only the step-time comparison")
     ap.add_argument("--teacher-forced", action="store_true",
                     help="score accuracy teacher-forced instead of by greedy generation")
+    ap.add_argument("--save-edits", default=None, metavar="DIR",
+                    help="save each edit to DIR/<model>/<operator> (replacing an older one)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every operator (one without the key: an error row)")
     args = ap.parse_args()
@@ -206,7 +213,8 @@ def main() -> None:
             rec["edits"] = {}
             console.print(run_operators(which, subject, facts, names, args.seed,
                                         not args.teacher_forced, oracle, args.set,
-                                        rec["edits"]))
+                                        rec["edits"], save_to=Path(args.save_edits) / which
+                                        if args.save_edits else None))
         console.print(step_overhead(which, subject, facts, args.repeats, rec["step"]))
     from results_io import relative, write_results  # bench/results_io.py, next to this script
 
