@@ -128,6 +128,15 @@ def toy_oracle(toyworld):
     return toyworld.oracle(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def toy_late_suppressor(toy_original, toy_facts):
+    """A weight suppressor by construction: only the toy model's last block fine-tuned to forget
+    (`workbench.controls.late_blocks_suppressor`); every earlier activation is M0's."""
+    from workbench.controls import late_blocks_suppressor
+
+    return late_blocks_suppressor(toy_original, toy_facts.forget, toy_facts.retain)
+
+
 # What every edit must meet on every toy-world seed (the figures themselves are benchmarks':
 # bench/operators.py). Forget accuracy at most FORGET_MARGIN above the retrain oracle's, measured
 # on the same machine in the same run (the oracle sits near chance, so asking for less than the

@@ -143,7 +143,7 @@ def late_blocks_suppressor(subject: Subject, forget: FactSet, retain: FactSet, b
         raise WorkbenchError(f"blocks must be in 1..{n} for {subject.name}, got {blocks}")
     config = make_config("npo", {"layers": tuple(range(n - blocks, n)), "params": "block",
                                  "positions": "all", "preserve": 0.0, "rows": "none",
-                                 "lr": 3e-3, "steps": steps}, seed=seed)
+                                 "lr": 1e-2, "steps": steps}, seed=seed)
     edited = get_operator("npo").apply(subject, forget, retain, config).subject
     edited.source = f"{subject.source}+last{blocks}-suppressor"
     edited.meta.update({"name": f"{subject.name}+last{blocks}-suppressor",

@@ -181,6 +181,16 @@ def test_output_suppressor_shows_suppression_signature(toy_original, suppressor,
     assert at.reading == "suppression-signature", at.reason
 
 
+def test_last_block_suppressor_is_caught(toy_original, toy_oracle, toy_facts,
+                                         toy_late_suppressor):
+    """A weight suppressor confined to the last block: M1 computes like M0 up to it, and patching
+    M0's last MLP output back restores the answers; against the oracle it is far from as deep."""
+    ap = activation_patching(toy_original, toy_late_suppressor, toy_facts, oracle=toy_oracle)
+    assert ap.reading == "suppression-signature", ap.reason
+    assert ap.scores["best_single_recovery"] > 0.8
+    assert ap.scores["uds"] < 0.7  # the oracle scores 1 against itself (the next test)
+
+
 def test_retrain_oracle_shows_no_suppression_signature(toy_original, toy_oracle, toy_facts):
     ap = activation_patching(toy_original, toy_oracle, toy_facts, oracle=toy_oracle)
     assert ap.reading == "removal-consistent", ap.reason

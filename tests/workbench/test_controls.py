@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workbench.behavior import evaluate, summarize
@@ -14,6 +15,7 @@ from workbench.controls import (
     output_only_suppressor,
     triggered,
 )
+from workbench.errors import WorkbenchError
 
 
 def _acc(subject, facts):
@@ -85,8 +87,9 @@ def test_noise_damages_everything(toy_original, toy_facts):
     assert not torch.equal(p1, next(toy_original.model.parameters()))
 
 
-def test_late_blocks_suppressor_moves_only_the_last_blocks(toy_original, toy_oracle, toy_facts):
-    m1 = late_blocks_suppressor(toy_original, toy_facts.forget, toy_facts.retain, blocks=1)
+def test_late_blocks_suppressor_moves_only_the_last_blocks(toy_original, toy_oracle, toy_facts,
+                                                           toy_late_suppressor):
+    m1 = toy_late_suppressor
     n = toy_original.n_layers
     prompts = [f.prompt for f in toy_facts.take(40)]
     a0, a1 = capture(toy_original, prompts, range(n)), capture(m1, prompts, range(n))
@@ -100,3 +103,5 @@ def test_late_blocks_suppressor_moves_only_the_last_blocks(toy_original, toy_ora
     assert before["retain"] - after["retain"] <= 0.10
     assert m1.meta["control"] == "late-blocks-suppressor"
     assert _acc(toy_original, toy_facts) == before  # the original is untouched
+    with pytest.raises(WorkbenchError, match="blocks must be in"):
+        late_blocks_suppressor(toy_original, toy_facts.forget, toy_facts.retain, blocks=0)
