@@ -4,16 +4,22 @@ Fine-tune a copy on the forget facts, take tau = finetuned - original, and retur
 original - alpha * tau. Only the trained modules change. Caveat: when the original already knows
 the forget facts their loss is near zero, so tau is small and mostly "more confident", and its
 negation can leave the argmax unchanged; `alpha` and `steps` set how far to push.
+
+The negation's damage to other facts grows with alpha, so (as the gradient operators stop once
+the forget facts are gone) the scale is the smallest of `alpha_grid` fractions of `alpha` at
+which teacher-forced forget accuracy is at most `stop_forget_acc`, else `alpha` itself: one
+forward pass over the forget facts per candidate, no retain or holdout facts read.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
+from workbench.behavior import evaluate
 from workbench.edits import Edit
 from workbench.facts import FactSet
 from workbench.models import Subject
@@ -32,12 +38,17 @@ from workbench.options import option
 
 @dataclass(frozen=True)
 class TaskVectorConfig(TrainingConfig):
-    """Fine-tune on forget (no early stop: accuracy only rises), then negate with `alpha`."""
+    """Fine-tune on forget (no early stop: accuracy only rises), then negate with the smallest
+    scale up to `alpha` that forgets (see the module docstring)."""
 
-    alpha: float = option(5.0, "scale of the subtracted task vector (1.0 barely moves known "
-                               "facts)")
+    alpha: float = option(5.0, "largest scale of the subtracted task vector (1.0 barely moves "
+                               "known facts)", gt=0)
+    alpha_grid: tuple[float, ...] = option((0.2, 0.4, 0.6, 0.8, 1.0),
+                                           "fractions of alpha tried in order; the first whose "
+                                           "forget accuracy reaches stop_forget_acc is kept")
     lr: float = 1e-3
-    stop_forget_acc: float | None = None
+    stop_forget_acc: float | None = option(0.05, "forget accuracy at which a smaller scale is "
+                                                 "enough (None: always alpha)", ge=0, le=1)
     eval_every: int = 0
 
 
@@ -60,26 +71,60 @@ class TaskVector(Operator):
         def step(model: nn.Module, fi: Tensor, ri: Tensor) -> Tensor:
             return answer_nll(model, ft.rows(fi))
 
-        log = train(tuned, forget, retain, config, step, what=f"{self.name} (fine-tune)",
-                    retain_tensors=rt)
-        negate(subject, tuned, config, rows=log.rows)
+        # the fine-tune itself never stops early: its forget accuracy only rises
+        log = train(tuned, forget, retain, replace(config, stop_forget_acc=None), step,
+                    what=f"{self.name} (fine-tune)", retain_tensors=rt)
+        delta = task_vector(subject, tuned, config, rows=log.rows)
+        scale, tried = pick_scale(tuned, forget, delta, config)
         edit = self.make_edit(subject, tuned, config, started, train_s=round(log.seconds, 3))
-        edit.metrics["training"] = log.summary()
+        edit.metrics["training"] = log.summary() | {"scale": scale, "scales_tried": tried}
         return edit
 
 
+# (parameter, its original value, tau, the embedding rows it covers or None: the whole tensor)
+Delta = list[tuple[Tensor, Tensor, Tensor, Tensor | None]]
+
+
 @torch.no_grad()
-def negate(original: Subject, tuned: Subject, config: TaskVectorConfig,
-           rows: list[int] | None = None) -> None:
-    """Turn `tuned` in place into original - alpha * (tuned - original) on the trained modules
-    (and on the embedding rows `rows`, when the entity rows trained)."""
-    if rows:
-        ids = torch.tensor(rows)
-        w, w0 = tuned.model.get_input_embeddings().weight, original.model.get_input_embeddings().weight
-        w[ids] = (1.0 + config.alpha) * w0[ids] - config.alpha * w[ids]
+def task_vector(original: Subject, tuned: Subject, config: TaskVectorConfig,
+                rows: list[int] | None = None) -> Delta:
+    """Per trained parameter of `tuned` (and the embedding rows `rows`, when the entity rows
+    trained): the parameter, its original value and tau = tuned - original."""
+    out: Delta = []
     orig = dict(original.model.named_parameters())
     for prefix in trainable_modules(tuned, config.params, config.layers):
-        mod = tuned.model.get_submodule(prefix)
-        for name, p in mod.named_parameters():
-            p0 = orig[f"{prefix}.{name}"]
-            p.mul_(-config.alpha).add_(p0, alpha=1.0 + config.alpha)
+        for name, p in tuned.model.get_submodule(prefix).named_parameters():
+            p0 = orig[f"{prefix}.{name}"].detach().clone()
+            out.append((p, p0, p.detach() - p0, None))
+    if rows:
+        ids = torch.tensor(rows)
+        w0 = original.model.get_input_embeddings().weight[ids].detach().clone()
+        w = tuned.model.get_input_embeddings().weight
+        out.append((w, w0, w[ids] - w0, ids))
+    return out
+
+
+@torch.no_grad()
+def set_scale(delta: Delta, alpha: float) -> None:
+    """Every parameter (or row) of `delta` becomes original - alpha * tau."""
+    for p, p0, tau, ids in delta:
+        if ids is None:
+            p.copy_(p0 - alpha * tau)
+        else:
+            p[ids] = p0 - alpha * tau
+
+
+def pick_scale(tuned: Subject, forget: FactSet, delta: Delta, config: TaskVectorConfig
+               ) -> tuple[float, list[dict[str, float]]]:
+    """Set `tuned` to the first scale of the grid that forgets (else `alpha`); returns it and
+    each tried scale's teacher-forced forget accuracy."""
+    tried: list[dict[str, float]] = []
+    if config.stop_forget_acc is not None:
+        for frac in config.alpha_grid:
+            set_scale(delta, config.alpha * frac)
+            acc = sum(r.correct for r in evaluate(tuned, forget, generate=False)) / len(forget)
+            tried.append({"alpha": config.alpha * frac, "forget": acc})
+            if acc <= config.stop_forget_acc:
+                return config.alpha * frac, tried
+    set_scale(delta, config.alpha)
+    return config.alpha, tried

@@ -66,6 +66,22 @@ def test_task_vector_pushes_forget_answers_down(toy_original, toy_facts, toy_bef
     assert drop_f > 0 and drop_f > drop_h
 
 
+def test_task_vector_uses_the_smallest_scale_that_forgets(toy_original, toy_facts):
+    cfg = {"steps": 20, "alpha_grid": (0.0, 0.5, 1.0)}
+    edit = get_operator("task_vector").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                             make_config("task_vector", cfg))
+    log = edit.metrics["training"]
+    tried = log["scales_tried"]
+    assert tried[0] == {"alpha": 0.0, "forget": pytest.approx(1.0, abs=0.05)}  # the original
+    assert [t["alpha"] for t in tried] == [5.0 * f for f in (0.0, 0.5, 1.0)][: len(tried)]
+    assert all(t["forget"] > 0.05 for t in tried[:-1])  # it stopped at the first that forgot
+    assert log["scale"] == tried[-1]["alpha"] or log["scale"] == 5.0
+    fixed = get_operator("task_vector").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                              make_config("task_vector",
+                                                          cfg | {"stop_forget_acc": None}))
+    assert fixed.metrics["training"]["scale"] == 5.0 and not fixed.metrics["training"]["scales_tried"]
+
+
 def test_input_subject_is_never_modified(toy_original, toy_facts):
     before = snapshot(toy_original)
     for name in ("ga", "task_vector"):
