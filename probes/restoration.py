@@ -5,6 +5,14 @@ norm + unembedding), and one module type across all blocks (attention, MLP, norm
 evaluated with `torch.func.functional_call` and a dict holding only that group's M0 tensors, so
 no model is copied and M1 is never modified. An inference-time edit (same weights, extra hooks)
 is restored instead by removing its interventions one at a time.
+
+Putting back the weights an edit changed undoes that edit, whatever it did; so only *where* the
+restoring weights sit is evidence. A small group late in the model (the last blocks, the output
+head) acts after the facts were read out, and restoring it is the signature of a suppressor. A
+window where the facts are stored restores them after a true removal too: a retrain oracle
+fine-tuned from the same base as M0 (the real-model world's) differs from M0 exactly there. Such
+windows are reported, not read as suppression, and when the oracle shares M0's weight basis the
+same scan on it is the floor that M1's recovery must exceed.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ class RestorationThresholds(GateThresholds):
     independent_change: float = 0.5
     # a block window counts as localised when it spans at most this fraction of the depth
     local_depth: float = 1 / 3
+    # with a floor (the oracle scanned the same way), a group must restore this much more of
+    # the answer in M1 than in the oracle
+    over_floor: float = 0.25
 
 
 def _names_of(model: torch.nn.Module, modules: Sequence[torch.nn.Module]) -> tuple[str, ...]:
@@ -163,8 +174,17 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
                        "independently, like a retrain oracle: its weights live in another basis, "
                        "so restoring M0's means nothing)", drift)
     fs = facts.forget
-    scan = restoration_scan(m0, m1, [f.prompt for f in fs], [f.answer for f in fs],
-                            window_sizes, last_k, batch_size, th.min_gap, ctx.progress)
+    prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
+    scan = restoration_scan(m0, m1, prompts, answers, window_sizes, last_k, batch_size,
+                            th.min_gap, ctx.progress)
+    floor = None  # the oracle restored the same way, when it is an edit of M0's weights too
+    if ctx.oracle is not None and scan.changed:
+        od = weight_drift(m0, ctx.oracle)
+        if not (od["tensor_fraction"] > 0.5 and od["relative_change"] >= th.independent_change):
+            fscan = restoration_scan(m0, ctx.oracle, prompts, answers, window_sizes, last_k,
+                                     batch_size, th.min_gap, ctx.progress)
+            by_label = dict(zip(fscan.labels, fscan.recovery, strict=True))
+            floor = np.array([by_label.get(lb, 0.0) for lb in scan.labels])
     labels, kinds, recs, changed, added = (scan.labels, scan.kinds, scan.recovery, scan.changed,
                                            scan.added)
     lp0, lp1, total = scan.lp0, scan.lp1, scan.total
@@ -173,13 +193,17 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
               "lp_m1": lp1}
     if len(labels):
         arrays["recovery_by_fact"] = scan.per_fact  # [facts, groups]
-    reading, reason, scores = _read(th, labels, kinds, recs, m1.n_layers, bool(changed), added)
+    if floor is not None:
+        arrays["recovery_floor"] = floor
+    reading, reason, scores = _read(th, labels, kinds, recs, m1.n_layers, bool(changed), added,
+                                    floor)
     scores.update({"changed_param_fraction":
                    sum(p1[k].numel() for k in changed) / total if total else 0.0,
                    "gap_nats": float(np.mean(lp0 - lp1)), **drift})
     return Finding("parameter_restoration", reading, reason, scores, arrays,
                    meta={"labels": labels, "kinds": kinds, "n_facts": len(fs),
                          "weights_identical": not changed,
+                         "floor": "oracle" if floor is not None else "none",
                          "interventions": [iv.name for iv in added], "seed": ctx.seed})
 
 
@@ -238,7 +262,8 @@ def _small_late(label: str, kind: str, n_layers: int, th: RestorationThresholds)
 
 
 def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: int,
-          changed: bool, added: list) -> tuple[str, str, dict[str, float]]:
+          changed: bool, added: list, floor: np.ndarray | None = None
+          ) -> tuple[str, str, dict[str, float]]:
     scores = {"max_recovery": float(recs.max()) if len(recs) else 0.0}
     if not changed:
         iv = [i for i, k in enumerate(kinds) if k == "intervention"]
@@ -255,21 +280,26 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
     small = [i for i, (lb, k) in enumerate(zip(labels, kinds, strict=True))
              if _small_late(lb, k, n_layers, th)]
     local = [i for i, k in enumerate(kinds)
-             if k == "head" or (k.startswith("window") and _span(int(k[6:]), n_layers, th))]
-    best_small = max(small, key=lambda i: recs[i]) if small else None
+             if k.startswith("window") and _span(int(k[6:]), n_layers, th) and i not in small]
+    over = recs - floor if floor is not None else recs
+    best_small = max(small, key=lambda i: over[i]) if small else None
     best_local = max(local, key=lambda i: recs[i]) if local else None
     scores["best_small_late_recovery"] = float(recs[best_small]) if small else 0.0
     scores["best_local_recovery"] = float(recs[best_local]) if local else 0.0
-    for i in (best_small, best_local):
-        if i is not None and recs[i] >= th.recovered:
-            return ("suppression-signature",
-                    f"restoring M0's {labels[i]} brings back {recs[i]:.0%} of the answer: "
-                    "a localised suppressor", scores)
-    typed = [i for i, k in enumerate(kinds) if k == "type"]
-    spread = (f"; only whole module types do ({labels[max(typed, key=lambda i: recs[i])]}: "
-              f"{recs[max(typed, key=lambda i: recs[i])]:.0%})" if typed
-              and recs[typed].max() >= th.recovered else "")
+    if floor is not None:
+        scores["best_small_late_over_floor"] = float(over[best_small]) if small else 0.0
+    if best_small is not None and recs[best_small] >= th.recovered and \
+            (floor is None or over[best_small] >= th.over_floor):
+        vs = f" ({floor[best_small]:.0%} in the oracle)" if floor is not None else ""
+        return ("suppression-signature",
+                f"restoring M0's {labels[best_small]} brings back {recs[best_small]:.0%} of the "
+                f"answer{vs}: a suppressor after the facts are read out", scores)
+    where = ""
+    if best_local is not None and recs[best_local] >= th.recovered:
+        vs = f", {floor[best_local]:.0%} in the oracle" if floor is not None else ""
+        where = (f"; restoring M0's {labels[best_local]} brings back {recs[best_local]:.0%}"
+                 f"{vs}: where the edit changed the weights, which restores the facts after a "
+                 "removal as well, so no evidence either way")
     return ("removal-consistent",
-            f"no local window of blocks nor the output head restores the answer (best "
-            f"{scores['best_local_recovery']:.0%}){spread}", scores)
-
+            f"no late group (last blocks, output head) restores the answer (best "
+            f"{scores['best_small_late_recovery']:.0%}){where}", scores)

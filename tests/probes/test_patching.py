@@ -189,6 +189,26 @@ def test_last_block_suppressor_is_caught(toy_original, toy_oracle, toy_facts,
     assert ap.reading == "suppression-signature", ap.reason
     assert ap.scores["best_single_recovery"] > 0.8
     assert ap.scores["uds"] < 0.7  # the oracle scores 1 against itself (the next test)
+    rs = parameter_restoration(toy_original, toy_late_suppressor, toy_facts)
+    assert rs.reading == "suppression-signature" and "block 3" in rs.reason, rs.reason
+
+
+def test_restoring_where_facts_are_stored_is_not_read_as_suppression():
+    """Restoring the weights an edit changed undoes any edit: an early window that restores the
+    answer (where facts are stored) is no evidence of suppression; a late one is, unless the
+    oracle restored the same way recovers as much."""
+    from probes.restoration import RestorationThresholds, _read
+
+    th = RestorationThresholds()
+    labels = ["block 1", "block 10", "last 1 blocks"]
+    kinds = ["window1", "window1", "last_k"]
+    early = np.array([0.9, 0.0, 0.0])
+    reading, reason, _ = _read(th, labels, kinds, early, 12, True, [])
+    assert reading != "suppression-signature" and "block 1" in reason, reason
+    late = np.array([0.0, 0.9, 0.9])
+    assert _read(th, labels, kinds, late, 12, True, [])[0] == "suppression-signature"
+    same_in_oracle = _read(th, labels, kinds, late, 12, True, [], floor=late - 0.1)
+    assert same_in_oracle[0] != "suppression-signature", same_in_oracle[1]
 
 
 def test_retrain_oracle_shows_no_suppression_signature(toy_original, toy_oracle, toy_facts):
