@@ -24,7 +24,9 @@ a retrain oracle's activations into M0. `--attacks` takes any analysis module, s
 gives the other modules' readings of the same pairs:
 
     python bench/attacks.py --models people --operators oracle,identity,output_only_suppressor \
-        --attacks behavior_pressure,logit_lens,linear_probes,clusters,signal,... An operator that refuses (e.g.
+        --attacks behavior_pressure,logit_lens,linear_probes,clusters,signal,...
+
+An operator that refuses (e.g.
 `prompt` on the toy world: its prefix exceeds the positions) is recorded as refused; an attack
 that crashes is recorded with its error and the run goes on.
 
@@ -90,7 +92,7 @@ def default_edits(which: str, has_oracle: bool) -> list[str]:
     from workbench.operators import OPERATORS
 
     if which in ("smollm2", "people"):  # the training operators: when named
-        return [*SMOLLM2_DEFAULT, *([*CONTROLS[:1], ORACLE] if has_oracle else [])]
+        return [*SMOLLM2_DEFAULT, *(["identity", ORACLE] if has_oracle else [])]
     return [*sorted(OPERATORS), *CONTROLS, *([ORACLE] if has_oracle else [])]
 
 

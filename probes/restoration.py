@@ -167,7 +167,7 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
     if g.blocker():
         return Finding("parameter_restoration", "inconclusive", g.blocker())
     drift = weight_drift(m0, m1)
-    if drift["tensor_fraction"] > 0.5 and drift["relative_change"] >= th.independent_change:
+    if _independent(drift, th):
         return Finding("parameter_restoration", "inconclusive",
                        f"M1 is not an edit of M0: {drift['tensor_fraction']:.0%} of its tensors "
                        f"differ, by {drift['relative_change']:.0%} of M0's weight norm (trained "
@@ -179,8 +179,7 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
                             th.min_gap, ctx.progress)
     floor = None  # the oracle restored the same way, when it is an edit of M0's weights too
     if ctx.oracle is not None and scan.changed:
-        od = weight_drift(m0, ctx.oracle)
-        if not (od["tensor_fraction"] > 0.5 and od["relative_change"] >= th.independent_change):
+        if not _independent(weight_drift(m0, ctx.oracle), th):
             fscan = restoration_scan(m0, ctx.oracle, prompts, answers, window_sizes, last_k,
                                      batch_size, th.min_gap, ctx.progress)
             by_label = dict(zip(fscan.labels, fscan.recovery, strict=True))
@@ -242,6 +241,12 @@ def weight_drift(m0: Subject, m1: Subject) -> dict[str, float]:
             diff += float((b.double() - a.double()).pow(2).sum())
     return {"tensor_fraction": n_changed / max(1, len(p0)),
             "relative_change": (diff / norm0) ** 0.5 if norm0 else 0.0}
+
+
+def _independent(drift: dict[str, float], th: RestorationThresholds) -> bool:
+    """Whether a model with this `weight_drift` from M0 was trained apart from it (most tensors
+    differ, by a large share of M0's norm) rather than edited from it."""
+    return drift["tensor_fraction"] > 0.5 and drift["relative_change"] >= th.independent_change
 
 
 def _span(n: int, n_layers: int, th: RestorationThresholds) -> bool:

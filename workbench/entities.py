@@ -73,10 +73,10 @@ def _as_written(prompt: str, span: list[str]) -> str:
     return prompt[start:end].rstrip(".")
 
 
-def template_of(prompt: str, entity: str) -> str | None:
-    """`prompt` with the last occurrence of `entity` replaced by `{}` (None: not in it)."""
-    i = prompt.rfind(entity)
-    return None if i < 0 else prompt[:i] + "{}" + prompt[i + len(entity):]
+def replace_last(text: str, old: str, new: str) -> str | None:
+    """`text` with the last occurrence of `old` replaced by `new` (None: `old` is not in it)."""
+    i = text.rfind(old)
+    return None if i < 0 else text[:i] + new + text[i + len(old):]
 
 
 def with_entities(facts: FactSet) -> tuple[FactSet, int]:
@@ -93,6 +93,6 @@ def with_entities(facts: FactSet) -> tuple[FactSet, int]:
                 f = replace(f, entity=entity)
                 filled += 1
         if f.relation is None and f.entity is not None:
-            f = replace(f, relation=template_of(f.prompt, f.entity))
+            f = replace(f, relation=replace_last(f.prompt, f.entity, "{}"))
         out.append(f)
     return FactSet(tuple(out), facts.name, meta=dict(facts.meta)), filled

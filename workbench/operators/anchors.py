@@ -27,6 +27,7 @@ from collections import defaultdict
 
 import torch
 
+from workbench.entities import replace_last
 from workbench.facts import Fact, FactSet, phrasings
 
 
@@ -43,11 +44,6 @@ def _compatible(facts: list[Fact]) -> dict[str, set[str]]:
         for r in group:
             out[r] = group
     return defaultdict(set, out)
-
-
-def _swap(prompt: str, old: str, new: str) -> str | None:
-    i = prompt.rfind(old)
-    return None if i < 0 else prompt[:i] + new + prompt[i + len(old):]
 
 
 def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: int = 0,
@@ -74,14 +70,14 @@ def swap_anchors(forget: FactSet, retain: FactSet, per_prompt: int = 2, seed: in
         if not (f.entity and f.relation):
             continue
         others = kept_by_rel.get(f.relation, [])
-        out += [_swap(p, f.entity, e) for e in rng.sample(others, min(per_prompt, len(others)))]
+        out += [replace_last(p, f.entity, e) for e in rng.sample(others, min(per_prompt, len(others)))]
         rels = forgotten[f.entity]
         ok = set().union(*(compat[r] for r in rels)) - rels
         rows = [(g, q) for g, q in swappable
                 if g.relation in ok and g.entity.casefold() != f.entity.casefold()]
-        out += [_swap(q, g.entity, f.entity) for g, q in rng.sample(rows, min(per_prompt, len(rows)))]
+        out += [replace_last(q, g.entity, f.entity) for g, q in rng.sample(rows, min(per_prompt, len(rows)))]
         near = (neighbours or {}).get(f.entity, [])
-        out += [_swap(p, f.entity, w) for w in rng.sample(near, min(per_prompt, len(near)))]
+        out += [replace_last(p, f.entity, w) for w in rng.sample(near, min(per_prompt, len(near)))]
     existing = {p for _, p in phrasings([*forget, *retain], paraphrases)}
     return sorted({p for p in out if p and p not in existing})
 

@@ -14,7 +14,7 @@ forward pass over the forget facts per candidate, no retain or holdout facts rea
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -71,9 +71,8 @@ class TaskVector(Operator):
         def step(model: nn.Module, fi: Tensor, ri: Tensor) -> Tensor:
             return answer_nll(model, ft.rows(fi))
 
-        # the fine-tune itself never stops early: its forget accuracy only rises
-        log = train(tuned, forget, retain, replace(config, stop_forget_acc=None), step,
-                    what=f"{self.name} (fine-tune)", retain_tensors=rt)
+        log = train(tuned, forget, retain, config, step, what=f"{self.name} (fine-tune)",
+                    retain_tensors=rt)
         delta = task_vector(subject, tuned, config, rows=log.rows)
         scale, tried = pick_scale(tuned, forget, delta, config)
         edit = self.make_edit(subject, tuned, config, started, train_s=round(log.seconds, 3))
@@ -94,7 +93,7 @@ def task_vector(original: Subject, tuned: Subject, config: TaskVectorConfig,
     orig = dict(original.model.named_parameters())
     for prefix in trainable_modules(tuned, config.params, config.layers):
         for name, p in tuned.model.get_submodule(prefix).named_parameters():
-            p0 = orig[f"{prefix}.{name}"].detach().clone()
+            p0 = orig[f"{prefix}.{name}"].detach()  # the original is never modified
             out.append((p, p0, p.detach() - p0, None))
     if rows:
         ids = torch.tensor(rows)
