@@ -68,14 +68,15 @@ class Gate:
 
 
 _MEMO: dict[tuple, tuple[weakref.ref, object]] = {}
-_MEMO_MAX = 32
+_MEMO_MAX = 256  # entries of one battery session; arrays are small, models weakly held
 
 
 def _memo(subject: Subject, key: tuple, make):
     """Remember per-subject results for one battery (keyed by the model object and inputs)."""
     k = (id(subject.model), *key)
-    hit = _MEMO.get(k)
+    hit = _MEMO.pop(k, None)
     if hit is not None and hit[0]() is subject.model:
+        _MEMO[k] = hit  # most recently used last: eviction takes the oldest
         return hit[1]
     value = make()
     if len(_MEMO) >= _MEMO_MAX:

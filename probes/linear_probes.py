@@ -23,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from probes.base import Finding, ProbeContext, ProbeSpec
-from probes.common import ReadoutThresholds, default_layers, gate, late, resid
+from probes.common import ReadoutThresholds, _memo, default_layers, gate, late, resid
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
@@ -66,6 +66,20 @@ def _chance(train: FactSet, test: FactSet) -> float:
     return float(np.mean([1 / len(values.get(f.relation or "", {0})) for f in test]))
 
 
+def _m0_probes(x_tr: np.ndarray, y_tr: np.ndarray, groups: np.ndarray, seed: int
+               ) -> tuple[list, np.ndarray]:
+    """M0's probe per layer, fitted on all training facts, and its grouped cross-validation."""
+    n_splits = min(CV_FOLDS, len(set(groups)))
+    cv = np.zeros(len(x_tr))
+    probes = []
+    for i, x in enumerate(x_tr):
+        if n_splits >= 2:
+            cv[i] = cross_val_score(_probe(seed), x, y_tr, groups=groups,
+                                    cv=GroupKFold(n_splits)).mean()
+        probes.append(_probe(seed).fit(x, y_tr))
+    return probes, cv
+
+
 def _linear_probes(ctx: ProbeContext, th: LinearProbesThresholds) -> Finding:
     m0, m1, facts, oracle, seed = ctx.m0, ctx.m1, ctx.facts, ctx.oracle, ctx.seed
     g = gate(m0, m1, facts, th)
@@ -82,20 +96,21 @@ def _linear_probes(ctx: ProbeContext, th: LinearProbesThresholds) -> Finding:
     res: dict[str, np.ndarray] = {k: np.zeros(len(layers)) for k in
                                   ["cv_M0", "M0"] + [f"{t}_{n}" for n in subjects
                                                      for t in ("transfer", "fresh")]}
-    n_splits = min(CV_FOLDS, len(set(groups)))
+    key = ("linear_probes", tuple(y_tr), tuple(f.prompt for f in test), tuple(layers), seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for i in range(len(layers)):
-            x0_tr, x0_te = acts["M0"][0][i], acts["M0"][1][i]
-            if n_splits >= 2:
-                res["cv_M0"][i] = cross_val_score(_probe(seed), x0_tr, y_tr, groups=groups,
-                                                  cv=GroupKFold(n_splits)).mean()
-            p0 = _probe(seed).fit(x0_tr, y_tr)
-            res["M0"][i] = (p0.predict(x0_te) == y_te).mean()
+        # M0's probes (and a fixed oracle's fresh ones) are the same for every M1 it is compared
+        # with: fitted once per battery session (a pool scores many edits of one M0).
+        p0s, res["cv_M0"] = _memo(m0, key, lambda: _m0_probes(acts["M0"][0], y_tr, groups, seed))
+        for i, p0 in enumerate(p0s):
+            res["M0"][i] = (p0.predict(acts["M0"][1][i]) == y_te).mean()
             for name in subjects:
-                x_tr, x_te = acts[name][0][i], acts[name][1][i]
+                x_te = acts[name][1][i]
                 res[f"transfer_{name}"][i] = (p0.predict(x_te) == y_te).mean()
-                res[f"fresh_{name}"][i] = (_probe(seed).fit(x_tr, y_tr).predict(x_te) == y_te).mean()
+        for name, s in subjects.items():
+            res[f"fresh_{name}"] = _memo(s, key + ("fresh",), lambda a=acts[name]: np.array([
+                (_probe(seed).fit(a[0][i], y_tr).predict(a[1][i]) == y_te).mean()
+                for i in range(len(layers))]))
     mask = late(layers, m0.n_layers)
     best = {k: float(v[mask].max()) for k, v in res.items()}
     m1_best = max(best["transfer_M1"], best["fresh_M1"])

@@ -181,3 +181,83 @@ def noise_edit(subject: Subject, scale: float = 3.0, seed: int = 0) -> Subject:
         p.add_((noise * scale * ref).to(device=p.device, dtype=p.dtype))
     edited.meta.update({"name": f"{subject.name}+noise{scale:g}", "control": "noise"})
     return edited
+
+
+# ----- fine-tuned controls (each a short run of the operators' training loop) ------------------
+
+def fine_tune(subject: Subject, forget: FactSet, learn: FactSet, overrides: dict[str, Any],
+          loss: str = "nll", reference: Subject | None = None, name: str = "tuned",
+          seed: int = 0) -> Subject:
+    """A copy of `subject` fine-tuned on `learn` (NLL of its answers, or with `loss="kl"` the KL
+    to `reference`'s answer distributions on `learn`), stopping by the operators' rule on
+    `forget` accuracy (`stop_forget_acc`, None: never). Only what `overrides` selects trains."""
+    from workbench.operators.training import (
+        FactTensors,
+        TrainingConfig,
+        answer_kl,
+        answer_nll,
+        reference_answer_logits,
+        train,
+    )
+
+    learn.require_nonempty(f"facts to learn for {name}")
+    config = TrainingConfig(**({"seed": seed, "rows": "none", "preserve": 0.0,
+                                "positions": "all", "eval_every": 5} | overrides))
+    edited = subject.clone(source=f"{subject.source}+{name}")
+    lt = FactTensors.of(edited, learn, "all")
+    ref = reference_answer_logits((reference or subject).model, lt) if loss == "kl" else None
+
+    def step(model: nn.Module, _fi: torch.Tensor, ri: torch.Tensor) -> torch.Tensor:
+        if ref is not None:
+            return answer_kl(model, lt.rows(ri), ref, ri)
+        return answer_nll(model, lt.rows(ri))
+
+    train(edited, forget, learn, config, step, what=name)
+    edited.meta.update({"name": f"{subject.name}+{name}", "control": name})
+    return edited
+
+
+def untied(subject: Subject) -> Subject:
+    """A copy whose output head has its own weights (a tied head would move the inputs too)."""
+    edited = subject.clone()
+    model = edited.model
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and head.weight is emb.weight:
+        head.weight = nn.Parameter(emb.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    return edited
+
+
+def relabelled(facts: FactSet, answer: Any, tag: str) -> FactSet:
+    """`facts` with each answer replaced by `answer(fact)` (ids tagged, so they stay unique)."""
+    from dataclasses import replace
+
+    return FactSet(tuple(replace(f, id=f"{f.id}:{tag}", answer=answer(f), split="retain")
+                         for f in facts), f"{facts.name}:{tag}")
+
+
+def wrong_answers(facts: FactSet, pool: FactSet, seed: int = 0) -> FactSet:
+    """`facts` with each answer swapped for another answer of the same relation in `pool`."""
+    import random
+
+    rng = random.Random(seed)
+    values: dict[str, list[str]] = {}
+    for f in pool:
+        values.setdefault(f.relation or "", []).append(f.answer)
+
+    def other(f) -> str:
+        choices = sorted({a for a in values.get(f.relation or "", []) if a != f.answer})
+        if not choices:
+            raise WorkbenchError(f"no other answer for relation {f.relation!r} to mislabel {f.id}")
+        return rng.choice(choices)
+
+    return relabelled(facts, other, "wrong")
+
+
+def refusal_answer(tokenizer: Any) -> str:
+    """" I don't know" where the vocabulary spells it, else the end-of-sequence token."""
+    text = " I don't know"
+    ids = _ids(tokenizer, text)
+    if ids and (tokenizer.unk_token_id is None or tokenizer.unk_token_id not in ids):
+        return text
+    return " " + tokenizer.eos_token if tokenizer.eos_token else text

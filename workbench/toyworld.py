@@ -21,6 +21,7 @@ from typing import Any
 
 from workbench import worlds
 from workbench.atomic import atomic_dir
+from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet
 from workbench.toyworld_train import TrainConfig
 from workbench.worlds import World, is_complete, split_accuracies, world_lock
@@ -222,3 +223,51 @@ def _build(root: Path, config: WorldConfig, progress: bool, workers: int | None)
     if log:
         log(f"built in {stats['build_seconds']:.1f} s at {root}")
     return ToyWorld.at(root)
+
+
+def oracle_variants(world: World, variants: list[dict[str, Any]], progress: bool = False,
+                    workers: int | None = None) -> list[Path]:
+    """More retrain oracles of a built toy world, each trained on retain + holdout with the
+    world's recipe changed by a variant (`{"seed": 7}`, `{"target_loss": 1e-2}`): removers by
+    construction for the verdict's known-truth pools. Cached under `<world>/oracles/<variant>`,
+    built in parallel and atomically; an existing one is reused."""
+    import dataclasses
+
+    from workbench.models import load_subject
+    from workbench.toyworld_train import train_many
+
+    stats = world.stats["config"]
+    base = TrainConfig(**stats["train"])
+    facts = world.facts()
+    outs, jobs = [], []
+    tokenizer = None
+    for v in variants:
+        unknown = set(v) - {"seed"} - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise WorkbenchError(f"unknown oracle variant key(s) {sorted(unknown)}")
+        tag = "-".join(f"{k}{v[k]:g}" for k in sorted(v))
+        out = world.root / "oracles" / tag
+        outs.append(out)
+        if (out / "config.json").exists():
+            continue
+        if tokenizer is None:
+            tokenizer = load_subject(str(world.original_dir), device="cpu").tokenizer
+        cfg = dataclasses.replace(base, **{k: x for k, x in v.items() if k != "seed"})
+        jobs.append(dict(tokenizer=tokenizer, pairs=_pairs(facts.retain + facts.holdout), cfg=cfg,
+                         seed=int(v.get("seed", stats["seed"])), out=out, name=f"oracle-{tag}",
+                         progress=progress))
+    if jobs:
+        with world_lock(world.root / ".oracles.lock", progress):
+            todo = [j for j in jobs if not (j["out"] / "config.json").exists()]
+            train_many(todo, workers=workers, fn=_train_atomically)
+    return outs
+
+
+def _train_atomically(out: Path, **job: Any) -> dict[str, Any]:
+    from workbench.toyworld_train import train_and_save
+
+    with atomic_dir(out) as tmp:
+        info = train_and_save(out=tmp, **job)
+        (tmp / "workbench_subject.json").write_text(json.dumps(
+            {"name": f"toyworld-{job['name']}", "toyworld": {"role": "oracle-variant"}}, indent=2))
+    return info

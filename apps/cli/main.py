@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from apps.cli import demo, evaluate, facts, models, operators, probe, sae, unlearn, world
+from apps.cli import demo, evaluate, facts, models, operators, probe, sae, unlearn, verdict, world
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Did an unlearning edit remove the knowledge, or only suppress it?")
@@ -20,6 +20,9 @@ app.add_typer(world.app, name="world")
 # the old name of `world`, kept so scripts that call it keep working
 app.add_typer(world.app, name="toyworld", hidden=True)
 app.add_typer(sae.app, name="sae")
+app.add_typer(verdict.controls_app, name="controls")
+app.command("calibrate")(verdict.calibrate)
+app.command("meta-eval")(verdict.meta_eval)
 
 
 def main() -> None:

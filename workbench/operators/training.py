@@ -29,12 +29,12 @@ from workbench.behavior import evaluate
 from workbench.corpus import readable_prose
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
-from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
+from workbench.models import Subject, decoder_layers, final_norm, hidden_of, with_hidden
 from workbench.operators.base import OperatorConfig
 from workbench.operators.entity_rows import EntityRows, RowsMode, rows_wanted
 from workbench.options import option
 
-ParamGroup = Literal["mlp", "attn", "block"]
+ParamGroup = Literal["mlp", "attn", "block", "head", "norm"]
 Positions = Literal["auto", "entity", "all"]
 PARAM_GROUPS = get_args(ParamGroup)
 TOUCHES = ("weights of the chosen blocks (default: the early-middle MLPs) and, for entity-level "
@@ -68,7 +68,8 @@ class TrainingConfig(OperatorConfig):
     lr: float = option(3e-4, "AdamW learning rate", gt=0)
     steps: int = option(100, "maximum optimiser steps", ge=1)
     batch_size: int = option(32, "forget facts (and retain facts) per step", ge=1)
-    params: ParamGroup = option("mlp", "what trains in each chosen block")
+    params: ParamGroup = option("mlp", "what trains in each chosen block (head: the output "
+                                       "head, norm: the final norm; both ignore `layers`)")
     layers: tuple[int, ...] | None = option(None, "blocks that train (None: the early-middle "
                                                   "blocks, `default_layers`)")
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
@@ -150,13 +151,27 @@ def trainable_modules(subject: Subject, params: str, layers: tuple[int, ...] | N
     if params not in PARAM_GROUPS:
         raise WorkbenchError(f"params must be one of {PARAM_GROUPS}, got {params!r}")
     model = model if model is not None else subject.model
-    blocks = decoder_layers(model)
     names = {id(m): n for n, m in model.named_modules()}
+    if params in _OUTSIDE_BLOCKS:  # one module after the blocks; `layers` does not apply
+        mod = _OUTSIDE_BLOCKS[params](model)
+        return {names[id(mod)]: mod}
+    blocks = decoder_layers(model)
     out = {}
     for i in check_layers(subject, layers):
         mod = _group_module(blocks[i], params)
         out[names[id(mod)]] = mod
     return out
+
+
+def _output_head(model: nn.Module) -> nn.Module:
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        raise WorkbenchError(f"{type(model).__name__}'s output head is missing or tied to the input "
+                             "embedding: training it would change the inputs too (untie it first)")
+    return head
+
+
+_OUTSIDE_BLOCKS = {"head": _output_head, "norm": final_norm}
 
 
 def freeze_except(model: nn.Module, modules: dict[str, nn.Module]) -> list[nn.Parameter]:

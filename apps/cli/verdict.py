@@ -1,0 +1,107 @@
+"""`workbench controls build`, `workbench calibrate`, `workbench meta-eval`: known-truth pools,
+the verdict's calibration fitted on them, and every module judged on pools it never saw."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from apps.cli.common import Device, handles_errors, out
+from workbench.atomic import write_text
+
+controls_app = typer.Typer(no_args_is_help=True, help="Known-truth control pools.")
+Pools = Annotated[list[Path], typer.Option("--pool", help="a built pool directory (repeatable)")]
+
+
+@controls_app.command("build")
+@handles_errors
+def build(
+    out_dir: Annotated[Path, typer.Option("--out", help="pool directory (resumes if present)")],
+    seed: Annotated[int, typer.Option(help="toy-world seed (the controls use it too)")] = 0,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="build only this control (repeatable)")] = None,
+    module: Annotated[list[str] | None, typer.Option(
+        "--module", help="analysis module to score with (repeatable; default: all)")] = None,
+    device: Device = None,
+) -> None:
+    """Build the toy world's known-truth pool: each control, its validity, its findings."""
+    from probes.pools import build_pool
+    from workbench.toyworld import build_toyworld
+
+    world = build_toyworld(seed=seed, progress=True)
+    doc = build_pool(world, out_dir, modules=module or None, seed=seed, only=only or (),
+                     progress=True, device=device)
+    t = Table(title=f"pool of {doc['world']} seed {doc['world_seed']}")
+    for col in ("control", "truth", "status", "forget", "retain", "reason"):
+        t.add_column(col)
+    for r in doc["controls"]:
+        t.add_row(r["name"], r["truth"], r["status"], f"{r['accuracy']['forget']:.0%}",
+                  f"{r['accuracy']['retain']:.0%}", r.get("reason") or "")
+    out.print(t)
+    out.print(f"written to {out_dir}")
+
+
+def _entries(pools: list[Path]):
+    from probes.pools import load_pool
+
+    return [e for p in pools for e in load_pool(p)]
+
+
+@handles_errors
+def calibrate(
+    pool: Pools,
+    out_file: Annotated[Path, typer.Option("--out", help="calibration JSON to write")],
+    version: Annotated[str | None, typer.Option(help="version string (default: pools+date)")] = None,
+) -> None:
+    """Fit the verdict's cuts and evidence weights on pools; write a versioned calibration."""
+    from probes.calibrate import evaluate, fit
+
+    entries = _entries(pool)
+    cal = fit(entries, version)
+    write_text(out_file, json.dumps(cal.to_json(), indent=1) + "\n")
+    ev = evaluate(entries, cal)
+    out.print(f"calibration {cal.version}: {len(entries)} controls, accuracy on its own pools "
+              f"{ev['accuracy']:.0%}, removal-score AUC {ev['removal_auc']:.3f}")
+    out.print(f"written to {out_file}")
+
+
+@handles_errors
+def meta_eval(
+    pool: Pools,
+    calibration: Annotated[Path | None, typer.Option(
+        help="calibration file (default: the shipped one)")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the report as JSON")] = None,
+) -> None:
+    """Judge the verdict and every module on pools: confusion matrix, accuracy, faithfulness."""
+    from probes.calibrate import evaluate, faithfulness
+    from probes.verdict import VERDICTS, Calibration
+
+    cal = Calibration.load(calibration)
+    entries = _entries(pool)
+    ev, faith = evaluate(entries, cal), faithfulness(entries, cal)
+    t = Table(title=f"verdicts ({cal.version}): accuracy {ev['accuracy']:.0%}, removal-score AUC "
+                    f"{ev['removal_auc']:.3f}")
+    t.add_column("truth \\ verdict")
+    for v in VERDICTS:
+        t.add_column(v, justify="right")
+    for truth, row in ev["confusion"].items():
+        t.add_row(truth, *(str(row[v]) for v in VERDICTS))
+    out.print(t)
+    f = Table(title="faithfulness: AUC removers vs suppressors")
+    for col in ("module", "n", "reading AUC", "figure", "figure AUC"):
+        f.add_column(col)
+    for name, r in faith.items():
+        f.add_row(name, str(r["n"]), f"{r['reading_auc']:.3f}", r["figure"],
+                  f"{r['figure_auc']:.3f}")
+    out.print(f)
+    wrong = [r for r in ev["rows"] if not r["right"]]
+    for r in wrong:
+        out.print(f"wrong: {r['control']} ({r['world']}) is {r['truth']}, read {r['verdict']} "
+                  f"(score {r['removal_score']:.2f})")
+    if out_file is not None:
+        write_text(out_file, json.dumps({"evaluation": ev, "faithfulness": faith}, indent=1))
+        out.print(f"written to {out_file}")

@@ -1,0 +1,119 @@
+"""Fit the verdict's calibration on known-truth pools, and judge a calibration on held-out pools.
+
+`fit` reads scored pools (`probes.pools.load_pool`): the behaviour cuts sit halfway between the
+classes they separate, and the evidence model is an L2 logistic regression (scikit-learn) of
+removed against suppressed on the modules' readings. `evaluate` applies a calibration to pools
+it never saw: the confusion matrix, verdict accuracy, and the ROC AUC of `removal_score` between
+removers and suppressors. `faithfulness` is the meta-evaluation's per-module AUC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from probes.pools import PoolEntry
+from probes.verdict import VERDICTS, Calibration, behaviour_figures, decide, features, figure_of
+from workbench.errors import WorkbenchError
+
+C = 1.0  # L2 strength of the evidence model: readings are in {-1, 0, 1}, so weights stay O(1)
+
+
+def _cut(below: Sequence[float], above: Sequence[float], what: str) -> float:
+    """Halfway between the largest of `below` and the smallest of `above` (they must separate)."""
+    if not below or not above:
+        raise WorkbenchError(f"calibration needs pool controls on both sides of the {what} cut")
+    lo, hi = max(below), min(above)
+    if lo >= hi:
+        raise WorkbenchError(f"the pools do not separate on {what}: {lo:.3f} >= {hi:.3f}")
+    return (lo + hi) / 2
+
+
+def fit(entries: Sequence[PoolEntry], version: str | None = None,
+        modules: Sequence[str] | None = None) -> Calibration:
+    """A calibration fitted on `entries` (every truth must be represented)."""
+    from sklearn.linear_model import LogisticRegression
+
+    truths = {e.truth for e in entries}
+    if not set(VERDICTS) <= truths:
+        raise WorkbenchError(f"the pools lack {sorted(set(VERDICTS) - truths)} controls")
+    names = tuple(modules or sorted({n for e in entries for n in e.findings}))
+    beh = {e.name: behaviour_figures(e.findings) for e in entries}
+    unlearned = [e for e in entries if e.truth != "not_unlearned"]
+    drop_cut = _cut([beh[e.name]["forget_drop"] for e in entries if e.truth == "not_unlearned"],
+                    [beh[e.name]["forget_drop"] for e in unlearned], "forget drop")
+    kept_cut = _cut([beh[e.name].get("utility_kept", 1.0) for e in unlearned
+                     if e.truth == "damaged"],
+                    [beh[e.name].get("utility_kept", 1.0) for e in unlearned
+                     if e.truth != "damaged"], "kept utility")
+    pair = [e for e in entries if e.truth in ("removed", "suppressed")]
+    x = np.stack([features(e.findings, names) for e in pair])
+    y = np.array([e.truth == "removed" for e in pair], dtype=int)
+    lr = LogisticRegression(C=C, max_iter=1000).fit(x, y)
+    worlds = sorted({e.world for e in entries})
+    stamp = dt.date.today().isoformat()
+    return Calibration(
+        version=version or f"1+{'+'.join(worlds)}+{stamp}", features=names,
+        weights=tuple(round(float(w), 6) for w in lr.coef_[0]),
+        intercept=round(float(lr.intercept_[0]), 6), not_unlearned_below=round(drop_cut, 6),
+        damaged_below=round(kept_cut, 6),
+        fitted_on={"pools": worlds, "n_controls": len(entries),
+                   "by_truth": {t: sum(e.truth == t for e in entries) for t in VERDICTS},
+                   "controls": [e.name for e in entries], "date": stamp,
+                   "no_oracle_factor": "a stated prior: no pool was scored without its oracle"})
+
+
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """ROC AUC that a `pos` value exceeds a `neg` one (ties count half); NaN if either is empty."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def evaluate(entries: Sequence[PoolEntry], cal: Calibration) -> dict[str, Any]:
+    """Verdicts on pools `cal` never saw: rows, confusion matrix, accuracy, removal-score AUC."""
+    rows = []
+    for e in entries:
+        v = decide(e.findings, cal)
+        rows.append({"control": e.name, "kind": e.kind, "world": e.world, "truth": e.truth,
+                     "verdict": v.verdict, "removal_score": round(v.removal_score, 4),
+                     "confidence": v.confidence, "right": v.verdict == e.truth})
+    confusion = {t: {v: sum(r["truth"] == t and r["verdict"] == v for r in rows)
+                     for v in VERDICTS} for t in VERDICTS}
+    score = {t: [r["removal_score"] for r in rows if r["truth"] == t]
+             for t in ("removed", "suppressed")}
+    return {"calibration": cal.version, "n": len(rows),
+            "accuracy": float(np.mean([r["right"] for r in rows])) if rows else float("nan"),
+            "removal_auc": auc(score["removed"], score["suppressed"]),
+            "confusion": confusion, "rows": rows}
+
+
+def faithfulness(entries: Sequence[PoolEntry], cal: Calibration) -> dict[str, dict[str, Any]]:
+    """Per module (and for `removal_score`): the AUC with which its evidence tells removers from
+    suppressors on `entries` (UDS's faithfulness), from its reading and from its figure."""
+    pair = [e for e in entries if e.truth in ("removed", "suppressed")]
+    out: dict[str, dict[str, Any]] = {}
+    for name in cal.features:
+        have = [e for e in pair if name in e.findings]
+        reading = {t: [-features({name: e.findings[name]}, (name,))[0] for e in have
+                       if e.truth == t] for t in ("removed", "suppressed")}
+        out[name] = {"n": len(have), "reading_auc": auc(reading["removed"],
+                                                        reading["suppressed"])}
+        figs = [(e.truth, *figure_of(e.findings[name])) for e in have]
+        key = next((k for _, k, v in figs if k), "")
+        vals = {t: [v for tt, k, v in figs if tt == t and k == key and np.isfinite(v)]
+                for t in ("removed", "suppressed")}
+        a = auc(vals["removed"], vals["suppressed"])
+        out[name] |= {"figure": key, "figure_auc": max(a, 1 - a) if np.isfinite(a) else a,
+                      "figure_direction": "higher in removers" if a >= 0.5 else
+                      "higher in suppressors"}
+    ev = evaluate(pair, cal)
+    out["removal_score"] = {"n": len(pair), "reading_auc": ev["removal_auc"],
+                            "figure": "removal_score", "figure_auc": ev["removal_auc"],
+                            "figure_direction": "higher in removers"}
+    return out

@@ -1,0 +1,227 @@
+"""The verdict: findings in, `removed` | `suppressed` | `not_unlearned` | `damaged` out.
+
+A pure function of findings and a calibration (no model is loaded). Two behaviour cuts come
+first: an edit that barely lowered forget accuracy is `not_unlearned`; one that lost retain or
+holdout accuracy is `damaged`. Otherwise every module's reading is one piece of evidence
+(+1 suppression signature, -1 removal-consistent, 0 inconclusive) and a logistic model fitted on
+known-truth pools (`probes.calibrate`) turns them into `removal_score` = P(removed). The
+confidence is how far the score is from the cut, times the share of the model's weight whose
+evidence was available. Every number that decides anything comes from the calibration file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probes.base import Finding
+from workbench.errors import WorkbenchError
+from workbench.inputs import read_json
+
+VERDICTS = ("removed", "suppressed", "not_unlearned", "damaged")
+READING_VALUE = {"suppression-signature": 1.0, "removal-consistent": -1.0, "inconclusive": 0.0}
+SHIPPED = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the verdict reads: behaviour cuts and the evidence model, fitted on pools."""
+
+    version: str
+    features: tuple[str, ...]  # module names, in weight order
+    weights: tuple[float, ...]
+    intercept: float
+    not_unlearned_below: float  # forget drop (share of M0's forget accuracy lost) under this
+    damaged_below: float  # kept utility (retain / holdout accuracy over M0's) under this
+    # confidence scale without an oracle: a stated prior until pools are scored without one
+    no_oracle_factor: float = 0.5
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], where: str = "calibration") -> Calibration:
+        try:
+            cal = cls(str(doc["version"]), tuple(doc["features"]),
+                      tuple(float(w) for w in doc["weights"]), float(doc["intercept"]),
+                      float(doc["not_unlearned_below"]), float(doc["damaged_below"]),
+                      float(doc.get("no_oracle_factor", 0.5)), dict(doc.get("fitted_on", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise WorkbenchError(f"{where}: not a calibration file ({e})") from None
+        if len(cal.features) != len(cal.weights):
+            raise WorkbenchError(f"{where}: {len(cal.features)} features but "
+                                 f"{len(cal.weights)} weights")
+        return cal
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Calibration:
+        """The calibration at `path`, or the one the package ships."""
+        if path is None:
+            text = resources.files("probes.data").joinpath(SHIPPED).read_text("utf-8")
+            return cls.from_json(json.loads(text), f"probes/data/{SHIPPED}")
+        return cls.from_json(read_json(path), str(path))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One finding's part in the verdict: its reading, a figure, and its push on the score."""
+
+    finding: str
+    reading: str
+    figure: str
+    value: float
+    push: float  # weight x evidence: > 0 towards removed, < 0 towards suppressed
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer, how sure, what decided it and what was missing."""
+
+    verdict: str
+    removal_score: float
+    confidence: float
+    summary: str
+    evidence: tuple[Evidence, ...] = ()
+    unavailable: tuple[str, ...] = ()
+    behaviour: dict[str, float] = field(default_factory=dict)
+    calibration: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["evidence"] = [asdict(e) for e in self.evidence]
+        doc["unavailable"] = list(self.unavailable)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Verdict:
+        return cls(doc["verdict"], float(doc["removal_score"]), float(doc["confidence"]),
+                   doc["summary"], tuple(Evidence(**e) for e in doc.get("evidence", [])),
+                   tuple(doc.get("unavailable", [])), dict(doc.get("behaviour", {})),
+                   doc.get("calibration", ""))
+
+
+# The figure shown beside each module's reading (the first of these its finding has).
+_FIGURES = {
+    "behavior_pressure": ("mixed_trigger", "paraphrase_gap"),
+    "logit_lens": ("late_read_M1_minus_Mr", "kept_fraction"),
+    "linear_probes": ("late_M1_minus_Mr", "kept_fraction"),
+    "clusters": ("max_sep_gain",),
+    "signal": ("max_detect_excess",),
+    "activation_patching": ("uds", "best_single_recovery"),
+    "attribution_patching": ("best_single_estimate",),
+    "parameter_restoration": ("max_recovery", "relative_change"),
+    "relearning": ("recovery_over_floor", "recovery_M1"),
+    "quantization": ("recovery",),
+    "directional_ablation": ("recovery",),
+    "in_context_recovery": ("recovery",),
+    "membership": ("auc_M1", "privleak"),
+}
+
+
+def figure_of(f: Finding) -> tuple[str, float]:
+    """The figure that best summarises a finding (name, value; NaN when it has none)."""
+    for key in _FIGURES.get(f.name, ()) + tuple(f.scores):
+        if key in f.scores and math.isfinite(f.scores[key]):
+            return key, f.scores[key]
+    return "", float("nan")
+
+
+def features(findings: dict[str, Finding], names: tuple[str, ...]) -> np.ndarray:
+    """Evidence per module in `names` (+1 suppression, -1 removal, 0 inconclusive or missing)."""
+    return np.array([READING_VALUE[findings[n].reading] if n in findings else 0.0
+                     for n in names])
+
+
+def _first(findings: dict[str, Finding], key: str) -> float | None:
+    for name in ("behavior_pressure", *sorted(findings)):
+        f = findings.get(name)
+        if f is not None and math.isfinite(f.scores.get(key, math.nan)):
+            return f.scores[key]
+    return None
+
+
+def behaviour_figures(findings: dict[str, Finding]) -> dict[str, float]:
+    """Forget drop (share of M0's forget accuracy M1 lost) and kept utility (the lower of
+    retain and holdout accuracy over M0's), read from the findings' gate figures."""
+    f0, f1 = _first(findings, "forget_acc_M0"), _first(findings, "forget_acc_M1")
+    if f0 is None or f1 is None:
+        raise WorkbenchError("no finding reports forget accuracy: run behavior_pressure (or any "
+                             "module) before asking for a verdict")
+    kept = []
+    for split in ("retain", "holdout"):
+        a0, a1 = _first(findings, f"{split}_acc_M0"), _first(findings, f"{split}_acc_M1")
+        if a0 is not None and a1 is not None and a0 > 0:
+            kept.append(min(1.0, a1 / a0))
+    out = {"forget_acc_M0": f0, "forget_acc_M1": f1,
+           "forget_drop": (f0 - f1) / f0 if f0 > 0 else 0.0}
+    if kept:
+        out["utility_kept"] = min(kept)
+    return out
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z > -50 else 0.0
+
+
+def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibration | None = None
+           ) -> Verdict:
+    """The verdict for one edit from its findings (by name, or a list)."""
+    if not isinstance(findings, dict):
+        findings = {f.name: f for f in findings}
+    cal = calibration or Calibration.load()
+    beh = behaviour_figures(findings)
+    missing = [n for n in cal.features if n not in findings]
+    unavailable = [f"{n}: not run" for n in missing]
+    if "utility_kept" not in beh:
+        unavailable.append("utility: no finding reports retain or holdout accuracy, so damage "
+                           "cannot be ruled out")
+    no_oracle = not any("Mr" in k for f in findings.values() for k in f.scores)
+    if no_oracle:
+        floors = [n for n in cal.features if n in findings and any(
+            "floor" in k for k in findings[n].scores)]
+        unavailable.append(f"oracle: none given; {', '.join(floors) or 'no module'} compared M1 "
+                           f"with a weaker floor instead, so confidence is scaled by "
+                           f"{cal.no_oracle_factor:g}")
+    x = features(findings, cal.features)
+    w = np.array(cal.weights)
+    score = _sigmoid(float(w @ x) + cal.intercept)
+    total = float(np.abs(w).sum()) or 1.0
+    coverage = float(np.abs(w)[[n not in missing for n in cal.features]].sum()) / total
+    evidence = sorted((_evidence(findings[n], wi) for n, wi in zip(cal.features, w)
+                       if n in findings), key=lambda e: -abs(e.push))
+    drop, kept = beh["forget_drop"], beh.get("utility_kept", 1.0)
+
+    def margin(value: float, cut: float) -> float:
+        return min(1.0, abs(value - cut) / max(cut, 1 - cut, 1e-6) * 2)
+
+    if drop < cal.not_unlearned_below:
+        verdict, conf = "not_unlearned", margin(drop, cal.not_unlearned_below)
+        summary = (f"M1 still answers the forget facts ({beh['forget_acc_M0']:.0%} -> "
+                   f"{beh['forget_acc_M1']:.0%}): nothing was unlearned")
+    elif kept < cal.damaged_below:
+        verdict, conf = "damaged", margin(kept, cal.damaged_below)
+        summary = (f"M1 lost what it should keep (kept utility {kept:.0%}, cut "
+                   f"{cal.damaged_below:.0%}): damaged, not selectively unlearned")
+    else:
+        verdict = "removed" if score >= 0.5 else "suppressed"
+        conf = abs(2 * score - 1) * coverage * (cal.no_oracle_factor if no_oracle else 1.0)
+        lead = [e for e in evidence if (e.push > 0) == (verdict == "removed") and e.push][:3]
+        why = "; ".join(f"{e.finding} {e.reading}" for e in lead) or "no module decided it"
+        summary = (f"{verdict}: removal score {score:.2f} from {len(evidence)} findings "
+                   f"({why})")
+    return Verdict(verdict, score, round(conf, 4), summary, tuple(evidence), tuple(unavailable),
+                   beh, cal.version)
+
+
+def _evidence(f: Finding, weight: float) -> Evidence:
+    key, value = figure_of(f)
+    return Evidence(f.name, f.reading, key, value, float(weight * READING_VALUE[f.reading]),
+                    f.reason)

@@ -1,0 +1,87 @@
+"""Known-truth pools on the toy world: controls are checked before they are scored, pools resume,
+and the shipped calibration reads pools it was never fitted on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from probes.calibrate import evaluate
+from probes.pools import build_pool, load_pool
+from probes.verdict import Calibration, decide
+from workbench.errors import WorkbenchError
+from workbench.pools import check_validity, toy_controls
+
+# One control of each truth that builds in seconds, scored with the cheap modules.
+QUICK = ["oracle", "identity", "output_hook_100", "noise_3"]
+CHEAP = ["behavior_pressure", "logit_lens", "activation_patching", "parameter_restoration",
+         "membership", "in_context_recovery"]
+
+
+def test_validity_rules():
+    m0, oracle = {"forget": 1.0, "retain": 1.0}, {"forget": 0.1, "retain": 1.0}
+    assert check_validity("suppressed", {"forget": 0.2, "retain": 0.95}, m0, oracle) is None
+    assert "did not forget" in check_validity("suppressed", {"forget": 0.4, "retain": 1.0}, m0,
+                                              oracle)
+    assert "damaged" in check_validity("removed", {"forget": 0.1, "retain": 0.8}, m0, oracle)
+    assert "unlearned" in check_validity("not_unlearned", {"forget": 0.5, "retain": 1.0}, m0,
+                                         oracle)
+    assert "not damaged" in check_validity("damaged", {"forget": 0.1, "retain": 0.9}, m0, oracle)
+
+
+def test_the_toy_pool_covers_every_truth_with_two_or_more_of_each():
+    controls = toy_controls()
+    assert len(controls) >= 20 and len({c.name for c in controls}) == len(controls)
+    kinds = {}
+    for c in controls:
+        kinds.setdefault((c.truth, c.kind), []).append(c)
+    assert len({k for t, k in kinds if t == "suppressed"}) >= 8
+    for truth in ("removed", "suppressed", "not_unlearned", "damaged"):
+        assert sum(c.truth == truth for c in controls) >= 2
+
+
+def test_shipped_calibration_reads_a_small_pool(toyworld, tmp_path):
+    doc = build_pool(toyworld, tmp_path, only=QUICK, modules=CHEAP, progress=False)
+    assert [r["status"] for r in doc["controls"]] == ["valid"] * len(QUICK)
+    entries = load_pool(tmp_path)
+    for e in entries:
+        v = decide(e.findings)
+        assert v.verdict == e.truth, (e.name, v.summary)
+        assert {u.split(":")[0] for u in v.unavailable} >= {"relearning"}  # not run: said
+    ev = evaluate(entries, Calibration.load())
+    assert ev["accuracy"] == 1.0
+    # a second build resumes from disk instead of rebuilding
+    again = build_pool(toyworld, tmp_path, only=QUICK, modules=CHEAP, progress=False)
+    assert again["controls"] == doc["controls"]
+    with pytest.raises(WorkbenchError, match="unknown control"):
+        build_pool(toyworld, tmp_path, only=["nope"], progress=False)
+
+
+def test_pool_json_lists_dropped_controls_with_a_reason(toyworld, tmp_path):
+    (tmp_path / "noise_3").mkdir(parents=True)
+    (tmp_path / "noise_3" / "control.json").write_text(json.dumps(
+        {"name": "noise_3", "kind": "noise", "truth": "damaged", "status": "dropped",
+         "reason": "a reason", "accuracy": {"forget": 0.0, "retain": 0.0}}))
+    doc = build_pool(toyworld, tmp_path, only=["noise_3"], modules=CHEAP, progress=False)
+    assert doc["controls"][0]["reason"] == "a reason"
+    with pytest.raises(WorkbenchError, match="no valid control"):
+        load_pool(tmp_path)
+
+
+@pytest.mark.slow
+def test_held_out_seed_pool_meets_the_targets(tmp_path):
+    """Calibrated on toy seed 0 (the shipped file), judged on a pool of another world seed."""
+    from workbench.toyworld import build_toyworld
+
+    cal = Calibration.load()
+    seed = 1 if "seed1" not in json.dumps(cal.fitted_on) else 2
+    world = build_toyworld(seed=seed, progress=False)
+    picks = ["oracle", "oracle_wrong_1", "oracle_other_people", "output_hook_30",
+             "last_block_npo_0", "last2_refusal_1", "steer_mid_12", "gated_detector",
+             "identity", "retain_tuned_40", "noise_3"]
+    build_pool(world, tmp_path, only=picks, seed=seed, progress=False)
+    ev = evaluate(load_pool(tmp_path), cal)
+    assert ev["n"] >= 8
+    assert ev["accuracy"] == 1.0, [r for r in ev["rows"] if not r["right"]]
+    assert ev["removal_auc"] >= 0.99

@@ -1,0 +1,102 @@
+"""The verdict is a pure function of findings and a calibration; the shipped calibration reads a
+small known-truth pool built here right, and calibration fitting refuses pools it cannot use."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from probes.base import Finding
+from probes.calibrate import auc, evaluate, fit
+from probes.pools import PoolEntry
+from probes.verdict import Calibration, Verdict, decide
+from workbench.errors import WorkbenchError
+
+MODULES = ("logit_lens", "relearning", "membership")
+
+
+def _cal(**kw) -> Calibration:
+    doc = dict(version="test", features=MODULES, weights=(-2.0, -3.0, -0.5), intercept=0.5,
+               not_unlearned_below=0.3, damaged_below=0.8)
+    return Calibration(**(doc | kw))
+
+
+def _findings(readings: dict[str, str], forget1: float = 0.1, retain1: float = 1.0,
+              oracle: bool = True) -> dict[str, Finding]:
+    beh = {"forget_acc_M0": 1.0, "forget_acc_M1": forget1, "retain_acc_M0": 1.0,
+           "retain_acc_M1": retain1, "holdout_acc_M0": 1.0, "holdout_acc_M1": retain1}
+    if oracle:
+        beh["forget_acc_Mr"] = 0.1
+    out = {"behavior_pressure": Finding("behavior_pressure", "inconclusive", "b", beh)}
+    for name, reading in readings.items():
+        out[name] = Finding(name, reading, f"{name} says so", {"recovery": 0.5, "floor": 0.0})
+    return out
+
+
+def test_verdict_follows_the_evidence_and_names_it():
+    sup = decide(_findings({"logit_lens": "suppression-signature",
+                            "relearning": "suppression-signature"}), _cal())
+    assert sup.verdict == "suppressed" and sup.removal_score < 0.5
+    assert sup.evidence[0].finding == "relearning" and sup.evidence[0].push < 0
+    rem = decide(_findings({n: "removal-consistent" for n in MODULES}), _cal())
+    assert rem.verdict == "removed" and rem.removal_score > 0.9 and rem.confidence > 0.8
+    assert rem.unavailable == ()
+
+
+def test_behaviour_cuts_come_first():
+    both = {n: "suppression-signature" for n in MODULES}
+    assert decide(_findings(both, forget1=0.9), _cal()).verdict == "not_unlearned"
+    assert decide(_findings(both, retain1=0.3), _cal()).verdict == "damaged"
+    # the cuts are the calibration's, not fixed: a looser damage cut lets the same edit through
+    assert decide(_findings(both, retain1=0.3), _cal(damaged_below=0.2)).verdict == "suppressed"
+
+
+def test_missing_evidence_and_oracle_lower_confidence_and_are_said():
+    full = decide(_findings({n: "removal-consistent" for n in MODULES}), _cal())
+    part = decide(_findings({"membership": "removal-consistent"}), _cal())
+    assert part.confidence < full.confidence
+    assert {u.split(":")[0] for u in part.unavailable} == {"logit_lens", "relearning"}
+    bare = decide(_findings({n: "removal-consistent" for n in MODULES}, oracle=False), _cal())
+    assert bare.confidence < full.confidence
+    assert any(u.startswith("oracle:") and "floor" in u for u in bare.unavailable)
+
+
+def test_verdict_round_trips_and_needs_behaviour():
+    v = decide(_findings({"relearning": "suppression-signature"}), _cal())
+    assert Verdict.from_json(json.loads(json.dumps(v.to_json()))) == v
+    with pytest.raises(WorkbenchError, match="forget accuracy"):
+        decide({"relearning": Finding("relearning", "inconclusive", "r", {})}, _cal())
+
+
+def test_calibration_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "cal.json"
+    bad.write_text('{"version": "x"}')
+    with pytest.raises(WorkbenchError, match="cal.json"):
+        Calibration.load(bad)
+    shipped = Calibration.load()
+    assert shipped.version and len(shipped.features) == len(shipped.weights)
+    assert 0 < shipped.not_unlearned_below < 1 and 0 < shipped.damaged_below <= 1
+
+
+def _entry(name, truth, readings, **kw) -> PoolEntry:
+    return PoolEntry(name, name, truth, _findings(readings, **kw), {}, "synthetic")
+
+
+def test_fit_separates_a_pool_and_refuses_an_incomplete_one():
+    sup = {n: "suppression-signature" for n in MODULES}
+    rem = {n: "removal-consistent" for n in MODULES}
+    pool = ([_entry(f"s{i}", "suppressed", sup) for i in range(3)]
+            + [_entry(f"r{i}", "removed", rem) for i in range(3)]
+            + [_entry("id", "not_unlearned", sup, forget1=1.0),
+               _entry("noise", "damaged", rem, retain1=0.1)])
+    cal = fit(pool, "t")
+    ev = evaluate(pool, cal)
+    assert ev["accuracy"] == 1.0 and ev["removal_auc"] == 1.0
+    assert 0 < cal.not_unlearned_below < 1 and 0.1 < cal.damaged_below < 1
+    with pytest.raises(WorkbenchError, match="lack"):
+        fit(pool[:6], "t")
+
+
+def test_auc_counts_ties_half():
+    assert auc([1, 2], [0]) == 1.0 and auc([0], [1]) == 0.0 and auc([1], [1]) == 0.5
