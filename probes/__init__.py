@@ -6,7 +6,7 @@ before it (attribution patching reads activation patching's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -64,9 +64,12 @@ def get_probe(name: str) -> Callable[..., Finding]:
 
 def run_battery(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
                 modules: Sequence[str] | None = None, seed: int = 0,
-                progress: bool = True, device: str | None = None) -> list[Finding]:
+                progress: bool = True, device: str | None = None,
+                cached: Mapping[str, Finding] | None = None,
+                on_finding: Callable[[Finding], None] | None = None) -> list[Finding]:
     """Run the named modules (default: all) in order on one context and return their findings;
-    each probe sees the findings of those before it in `ctx.findings`."""
+    each probe sees the findings of those before it in `ctx.findings`. A module in `cached` is
+    not run again: its finding is reused (a resumed audit); `on_finding` sees each new one."""
     check_compatible(m0, m1)
     if oracle is not None:
         check_compatible(m0, oracle)
@@ -75,9 +78,14 @@ def run_battery(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None
     ctx = ProbeContext(m0, m1, facts, oracle, seed, progress, device, MappingProxyType(done))
     findings = []
     for probe in probes:
-        if progress:
-            print(f"[probes] {probe.name} ...", flush=True)
-        findings.append(probe(ctx))
+        if cached is not None and probe.name in cached:
+            findings.append(cached[probe.name])
+        else:
+            if progress:
+                print(f"[probes] {probe.name} ...", flush=True)
+            findings.append(probe(ctx))
+            if on_finding is not None:
+                on_finding(findings[-1])
         done[probe.name] = findings[-1]
     return findings
 

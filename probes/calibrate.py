@@ -32,11 +32,30 @@ def _cut(below: Sequence[float], above: Sequence[float], what: str) -> float:
     return (lo + hi) / 2
 
 
+def _signed_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Logistic-regression weights where a suppression reading can only lower the removal score.
+
+    No intercept: with no evidence the score is 0.5 (confidence 0) whatever the pool's mix. A
+    module whose fitted weight comes out with the wrong sign (its suppression reading would push
+    towards `removed`, an artefact of a small pool) is given weight 0 and the rest refitted;
+    scikit-learn has no sign-constrained logistic regression, hence this loop."""
+    from sklearn.linear_model import LogisticRegression
+
+    keep = np.ones(x.shape[1], dtype=bool)
+    w = np.zeros(x.shape[1])
+    while keep.any():
+        lr = LogisticRegression(C=C, fit_intercept=False, max_iter=1000).fit(x[:, keep], y)
+        w = np.zeros(x.shape[1])
+        w[keep] = lr.coef_[0]
+        if (w <= 0).all():
+            break
+        keep &= w <= 0
+    return w
+
+
 def fit(entries: Sequence[PoolEntry], version: str | None = None,
         modules: Sequence[str] | None = None) -> Calibration:
     """A calibration fitted on `entries` (every truth must be represented)."""
-    from sklearn.linear_model import LogisticRegression
-
     truths = {e.truth for e in entries}
     if not set(VERDICTS) <= truths:
         raise WorkbenchError(f"the pools lack {sorted(set(VERDICTS) - truths)} controls")
@@ -52,13 +71,13 @@ def fit(entries: Sequence[PoolEntry], version: str | None = None,
     pair = [e for e in entries if e.truth in ("removed", "suppressed")]
     x = np.stack([features(e.findings, names) for e in pair])
     y = np.array([e.truth == "removed" for e in pair], dtype=int)
-    lr = LogisticRegression(C=C, max_iter=1000).fit(x, y)
+    weights = _signed_fit(x, y)
     worlds = sorted({e.world for e in entries})
     stamp = dt.date.today().isoformat()
     return Calibration(
         version=version or f"1+{'+'.join(worlds)}+{stamp}", features=names,
-        weights=tuple(round(float(w), 6) for w in lr.coef_[0]),
-        intercept=round(float(lr.intercept_[0]), 6), not_unlearned_below=round(drop_cut, 6),
+        weights=tuple(round(float(w), 6) for w in weights),
+        intercept=0.0, not_unlearned_below=round(drop_cut, 6),
         damaged_below=round(kept_cut, 6),
         fitted_on={"pools": worlds, "n_controls": len(entries),
                    "by_truth": {t: sum(e.truth == t for e in entries) for t in VERDICTS},

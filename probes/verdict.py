@@ -1,8 +1,8 @@
 """The verdict: findings in, `removed` | `suppressed` | `not_unlearned` | `damaged` out.
 
 A pure function of findings and a calibration (no model is loaded). Two behaviour cuts come
-first: an edit that barely lowered forget accuracy is `not_unlearned`; one that lost retain or
-holdout accuracy is `damaged`. Otherwise every module's reading is one piece of evidence
+first: an edit that barely lowered forget accuracy is `not_unlearned`; one that lost retain
+accuracy is `damaged`. Otherwise every module's reading is one piece of evidence
 (+1 suppression signature, -1 removal-consistent, 0 inconclusive) and a logistic model fitted on
 known-truth pools (`probes.calibrate`) turns them into `removal_score` = P(removed). The
 confidence is how far the score is from the cut, times the share of the model's weight whose
@@ -38,7 +38,7 @@ class Calibration:
     weights: tuple[float, ...]
     intercept: float
     not_unlearned_below: float  # forget drop (share of M0's forget accuracy lost) under this
-    damaged_below: float  # kept utility (retain / holdout accuracy over M0's) under this
+    damaged_below: float  # kept utility (retain accuracy over M0's) under this
     # confidence scale without an oracle: a stated prior until pools are scored without one
     no_oracle_factor: float = 0.5
     fitted_on: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +93,7 @@ class Verdict:
     unavailable: tuple[str, ...] = ()
     behaviour: dict[str, float] = field(default_factory=dict)
     calibration: str = ""
+    would_change: str = ""  # what evidence would turn the verdict
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -105,7 +106,7 @@ class Verdict:
         return cls(doc["verdict"], float(doc["removal_score"]), float(doc["confidence"]),
                    doc["summary"], tuple(Evidence(**e) for e in doc.get("evidence", [])),
                    tuple(doc.get("unavailable", [])), dict(doc.get("behaviour", {})),
-                   doc.get("calibration", ""))
+                   doc.get("calibration", ""), doc.get("would_change", ""))
 
 
 # The figure shown beside each module's reading (the first of these its finding has).
@@ -149,21 +150,20 @@ def _first(findings: dict[str, Finding], key: str) -> float | None:
 
 
 def behaviour_figures(findings: dict[str, Finding]) -> dict[str, float]:
-    """Forget drop (share of M0's forget accuracy M1 lost) and kept utility (the lower of
-    retain and holdout accuracy over M0's), read from the findings' gate figures."""
+    """Forget drop (share of M0's forget accuracy M1 lost), kept utility (retain accuracy over
+    M0's: what the pools' validity rules judge damage by) and, where reported, kept holdout
+    accuracy (collateral loss on people the edit never saw, shown but not decisive), read from
+    the findings' gate figures."""
     f0, f1 = _first(findings, "forget_acc_M0"), _first(findings, "forget_acc_M1")
     if f0 is None or f1 is None:
         raise WorkbenchError("no finding reports forget accuracy: run behavior_pressure (or any "
                              "module) before asking for a verdict")
-    kept = []
-    for split in ("retain", "holdout"):
-        a0, a1 = _first(findings, f"{split}_acc_M0"), _first(findings, f"{split}_acc_M1")
-        if a0 is not None and a1 is not None and a0 > 0:
-            kept.append(min(1.0, a1 / a0))
     out = {"forget_acc_M0": f0, "forget_acc_M1": f1,
            "forget_drop": (f0 - f1) / f0 if f0 > 0 else 0.0}
-    if kept:
-        out["utility_kept"] = min(kept)
+    for split, key in (("retain", "utility_kept"), ("holdout", "holdout_kept")):
+        a0, a1 = _first(findings, f"{split}_acc_M0"), _first(findings, f"{split}_acc_M1")
+        if a0 is not None and a1 is not None and a0 > 0:
+            out[key] = min(1.0, a1 / a0)
     return out
 
 
@@ -178,11 +178,11 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
         findings = {f.name: f for f in findings}
     cal = calibration or Calibration.load()
     beh = behaviour_figures(findings)
-    missing = [n for n in cal.features if n not in findings]
+    missing = [n for n, w in zip(cal.features, cal.weights) if n not in findings and w != 0]
     unavailable = [f"{n}: not run" for n in missing]
     if "utility_kept" not in beh:
-        unavailable.append("utility: no finding reports retain or holdout accuracy, so damage "
-                           "cannot be ruled out")
+        unavailable.append("utility: no finding reports retain accuracy, so damage cannot be "
+                           "ruled out")
     no_oracle = not any("Mr" in k for f in findings.values() for k in f.scores)
     if no_oracle:
         floors = [n for n in cal.features if n in findings and any(
@@ -206,10 +206,13 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
         verdict, conf = "not_unlearned", margin(drop, cal.not_unlearned_below)
         summary = (f"M1 still answers the forget facts ({beh['forget_acc_M0']:.0%} -> "
                    f"{beh['forget_acc_M1']:.0%}): nothing was unlearned")
+        change = (f"forget accuracy falling below "
+                  f"{beh['forget_acc_M0'] * (1 - cal.not_unlearned_below):.0%}")
     elif kept < cal.damaged_below:
         verdict, conf = "damaged", margin(kept, cal.damaged_below)
         summary = (f"M1 lost what it should keep (kept utility {kept:.0%}, cut "
                    f"{cal.damaged_below:.0%}): damaged, not selectively unlearned")
+        change = f"retain accuracy above {cal.damaged_below:.0%} of M0's"
     else:
         verdict = "removed" if score >= 0.5 else "suppressed"
         conf = abs(2 * score - 1) * coverage * (cal.no_oracle_factor if no_oracle else 1.0)
@@ -217,8 +220,26 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
         why = "; ".join(f"{e.finding} {e.reading}" for e in lead) or "no module decided it"
         summary = (f"{verdict}: removal score {score:.2f} from {len(evidence)} findings "
                    f"({why})")
+        change = _turning_point(cal, x, w, [n in findings for n in cal.features], verdict)
     return Verdict(verdict, score, round(conf, 4), summary, tuple(evidence), tuple(unavailable),
-                   beh, cal.version)
+                   beh, cal.version, change)
+
+
+def _turning_point(cal: Calibration, x: np.ndarray, w: np.ndarray, ran: list[bool],
+                   verdict: str) -> str:
+    """The fewest modules whose reading (or, not run, whose first reading) would flip it."""
+    z = float(w @ x) + cal.intercept
+    want = -1.0 if verdict == "removed" else 1.0  # the evidence value that pushes the other way
+    other = "suppression signature" if verdict == "removed" else "removal-consistent reading"
+    moves = sorted(((abs(w[i] * (want - x[i])), i) for i in range(len(x))
+                    if w[i] != 0 and x[i] != want), reverse=True)
+    picked = []
+    for gain, i in moves:
+        z += -gain if verdict == "removed" else gain
+        picked.append(cal.features[i] + ("" if ran[i] else " (not run)"))
+        if (z < 0) if verdict == "removed" else (z >= 0):
+            return f"a {other} from {', '.join(picked)}"
+    return f"nothing the modules could read: even a {other} from every one would not"
 
 
 def _evidence(f: Finding, weight: float) -> Evidence:

@@ -9,7 +9,9 @@ every weight edit. Inference-time interventions are plain forward hooks attached
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
+import json
 import os
 import struct
 import tempfile
@@ -191,6 +193,29 @@ def final_norm(model: nn.Module) -> nn.Module:
         raise ModelLoadError(f"Cannot find the final norm of {type(model).__name__} "
                              f"({name} layout: {layout.final_norm})")
     return norm
+
+
+_IGNORED_CONFIG = ("_name_or_path", "transformers_version", "torch_dtype", "dtype")
+
+
+@torch.no_grad()
+def fingerprint(subject: Subject) -> str:
+    """A content hash of what a subject computes: its config, every weight tensor (name, dtype,
+    shape, bytes) and its hooks (their saved specs and files). Audits key their inputs by it, so
+    the same checkpoint gives the same key wherever it was loaded from."""
+    h = hashlib.sha256()
+    config = {k: v for k, v in subject.model.config.to_dict().items() if k not in _IGNORED_CONFIG}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, t in subject.model.state_dict().items():
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for iv in subject.interventions:
+        with tempfile.TemporaryDirectory() as tmp:
+            h.update(json.dumps(iv.save(Path(tmp)), sort_keys=True, default=str).encode())
+            for f in sorted(Path(tmp).rglob("*")):
+                if f.is_file():
+                    h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def check_compatible(a: Subject, b: Subject) -> None:

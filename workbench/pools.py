@@ -93,13 +93,14 @@ def _variant(variant: dict[str, Any]) -> Callable[[PoolInputs], Subject]:
     return build
 
 
-def _head_npo(seed: int) -> Callable[[PoolInputs], Subject]:
+def _head_npo(seed: int, **overrides: Any) -> Callable[[PoolInputs], Subject]:
     def build(p: PoolInputs) -> Subject:
         from workbench.controls import untied
         from workbench.operators import get_operator, make_config
 
         config = make_config("npo", {"params": "head", "positions": "all", "preserve": 0.0,
-                                     "rows": "none", "lr": 1e-2, "steps": 300}, seed=seed)
+                                     "rows": "none", "lr": 1e-2, "steps": 300} | overrides,
+                             seed=seed)
         return get_operator("npo").apply(untied(p.m0), p.facts.forget, p.facts.retain,
                                          config).subject
 
@@ -141,7 +142,7 @@ def _other_people(p: PoolInputs) -> FactSet:
 
 
 def toy_controls(seed: int = 0) -> list[Control]:
-    """The toy world's pool (27 controls before validity checks)."""
+    """The toy world's pool (28 controls before validity checks)."""
     from workbench import controls as c
 
     s = seed
@@ -155,7 +156,7 @@ def toy_controls(seed: int = 0) -> list[Control]:
         Control("head_npo_0", "head_tune", "suppressed", "only the output head fine-tuned",
                 _head_npo(s)),
         Control("head_npo_1", "head_tune", "suppressed", "only the output head fine-tuned",
-                _head_npo(s + 1)),
+                _head_npo(s + 1, lr=3e-2, steps=600, retain_weight=3.0)),
         Control("norm_npo", "norm_tune", "suppressed", "only the final norm fine-tuned",
                 _op("npo", {"params": "norm", "positions": "all", "preserve": 0.0,
                             "rows": "none", "lr": 3e-2, "steps": 300}, seed=s)),
@@ -171,7 +172,7 @@ def toy_controls(seed: int = 0) -> list[Control]:
                                  "last2-refusal", seed=s)(p)),
         Control("last2_refusal_1", "last2_refusal", "suppressed",
                 "last two blocks taught to refuse",
-                lambda p: _tuned("m0", _refusal, {"params": "block", "lr": 1e-2, "steps": 300,
+                lambda p: _tuned("m0", _refusal, {"params": "block", "lr": 3e-3, "steps": 400,
                                                   "layers": (p.m0.n_layers - 2,
                                                              p.m0.n_layers - 1)},
                                  "last2-refusal", seed=s + 1)(p)),
@@ -179,19 +180,22 @@ def toy_controls(seed: int = 0) -> list[Control]:
                 lambda p: _op("steer", {"layers": (p.mid,)}, seed=s)(p)),
         Control("steer_mid_6", "steer_mid", "suppressed", "steering hook after a middle block",
                 lambda p: _op("steer", {"layers": (p.mid,), "coef": 6.0}, seed=s)(p)),
-        Control("gated_detector", "gated_detector", "suppressed",
-                "a linear detector gates a steering hook",
-                lambda p: _op("steer", {"layers": (p.mid,), "gate": "logreg"}, seed=s)(p)),
-        Control("gated_detector_meandiff", "gated_detector", "suppressed",
-                "a mean-difference detector gates a steering hook",
-                lambda p: _op("steer", {"layers": (p.mid,), "gate": "meandiff"}, seed=s)(p)),
+        Control("gated_detector_1", "gated_detector", "suppressed",
+                "a forget-entity detector on block 1 gates a later steering hook",
+                lambda p: _op("steer", {"layers": (p.mid,), "gate_layer": 1}, seed=s)(p)),
+        Control("gated_detector_0", "gated_detector", "suppressed",
+                "a forget-entity detector on block 0 gates a later steering hook",
+                lambda p: _op("steer", {"layers": (p.mid,), "gate_layer": 0}, seed=s)(p)),
         Control("sae_clamp", "sae_clamp", "suppressed", "SAE features clamped, error term kept",
                 _op("sae_clamp", {}, seed=s)),
-        Control("distilled", "distilled", "suppressed",
-                "M0 distilled toward the oracle's outputs",
-                _tuned("m0", lambda p: p.facts.forget + p.facts.retain,
-                       {"params": "mlp", "lr": 1e-3, "steps": 150, "stop_forget_acc": None},
-                       "distilled", loss="kl", seed=s), empirical=True),
+        *(Control(f"distilled_{k}", "distilled", "suppressed",
+                  "M0 distilled toward the oracle's outputs",
+                  lambda p, k=k: _tuned("m0", lambda p: p.facts.forget + p.facts.retain,
+                                        {"params": "block", "lr": 3e-3, "steps": 300,
+                                         "layers": tuple(range(p.m0.n_layers)),
+                                         "stop_forget_acc": None},
+                                        "distilled", loss="kl", seed=s + k)(p), empirical=True)
+          for k in (0, 1)),
         Control("oracle", "oracle", "removed", "the retrain oracle", lambda p: p.oracle),
         Control("oracle_seed_a", "oracle_seed", "removed", "an oracle retrained with another seed",
                 _variant({"seed": 1000 + s})),
@@ -228,8 +232,9 @@ def toy_controls(seed: int = 0) -> list[Control]:
                 lambda p: c.noise_edit(p.m0, 2.0, seed=s + 1)),
         Control("ga_collapse", "ga_collapse", "damaged", "gradient ascent on every weight",
                 lambda p: _op("ga", {"params": "block", "layers": tuple(range(p.m0.n_layers)),
-                                     "lr": 1e-3, "steps": 150, "stop_forget_acc": None,
-                                     "preserve": 0.0, "rows": "none"}, seed=s)(p)),
+                                     "lr": 1e-3, "steps": 100, "stop_forget_acc": None,
+                                     "positions": "all", "preserve": 0.0, "rows": "none"},
+                              seed=s)(p)),
     ]
     return out
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from apps.cli import demo, evaluate, facts, models, operators, probe, sae, unlearn, verdict, world
+from apps.cli import (
+    audit,
+    demo,
+    evaluate,
+    facts,
+    models,
+    operators,
+    probe,
+    sae,
+    unlearn,
+    verdict,
+    world,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Did an unlearning edit remove the knowledge, or only suppress it?")
@@ -15,6 +27,7 @@ app.command("demo")(demo.demo)
 app.command("operators")(operators.operators)
 app.command("unlearn")(unlearn.unlearn)
 app.command("probe")(probe.probe)
+app.command("audit")(audit.audit)
 app.add_typer(facts.app, name="facts")
 app.add_typer(world.app, name="world")
 # the old name of `world`, kept so scripts that call it keep working

@@ -1,0 +1,80 @@
+"""`workbench audit` on a checkpoint pair the workbench never saw (edited with plain
+transformers here), its report opened in a real browser, and the errors it gives up front."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from apps.cli import app
+
+MODULES = ["behavior_pressure", "activation_patching", "parameter_restoration"]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _hand_edited(toyworld, out: Path) -> Path:
+    """The toy original with the forget people's name rows of the input embedding zeroed: a
+    few lines of plain transformers, nothing from the workbench."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toyworld.original_dir)
+    model = AutoModelForCausalLM.from_pretrained(toyworld.original_dir)
+    names = {f.entity for f in toyworld.facts().forget}
+    ids = sorted({i for n in names for i in tok(n, add_special_tokens=False)["input_ids"]})
+    with __import__("torch").no_grad():
+        model.get_input_embeddings().weight[ids] = 0.0
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_audit_cli_on_a_pair_edited_by_hand(toyworld, tmp_path):
+    edited = _hand_edited(toyworld, tmp_path / "edited")
+    out = tmp_path / "run"
+    args = ["audit", "--original", str(toyworld.original_dir), "--edited", str(edited),
+            "--oracle", str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path),
+            "--out", str(out), *(x for m in MODULES for x in ("--module", m))]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] in ("removed", "suppressed")
+    assert report["behaviour"]["M1"]["forget"] < 0.5 < report["behaviour"]["M0"]["forget"]
+    assert "workbench audit" in report["reproduce"] and str(edited) in report["reproduce"]
+    html = (out / "report.html").read_text()
+    assert report["verdict"].upper() in html and "Plotly" in html
+    _check_in_browser(out / "report.html", report["verdict"].upper())
+
+
+def _check_in_browser(page_path: Path, text: str) -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium for the browser checks")
+        pytest.skip("no chromium here (apt-get install chromium); CI installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        assert text in page.locator("#verdict").inner_text()
+        page.wait_for_selector(".plotly-graph-div", timeout=20_000)
+        page.screenshot(path=str(page_path.with_suffix(".png")), full_page=True)
+        browser.close()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--tier", "medium"], "unknown tier"),
+    (["--module", "nope"], "unknown analysis module"),
+])
+def test_audit_cli_errors_are_one_line(toyworld, tmp_path, extra, message):
+    args = ["audit", "--original", str(toyworld.original_dir), "--edited",
+            str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path), "--out",
+            str(tmp_path / "run"), *extra]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and message in res.output
+    assert "Traceback" not in res.output
