@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from probes.pools import PoolEntry
-from probes.verdict import VERDICTS, Calibration, behaviour_figures, decide, features, figure_of
+from probes.verdict import VERDICTS, Calibration, behaviour_figures, decide, features, headline
 from workbench.errors import WorkbenchError
 
 C = 1.0  # L2 strength of the evidence model: readings are in {-1, 0, 1}, so weights stay O(1)
@@ -123,16 +123,16 @@ def faithfulness(entries: Sequence[PoolEntry], cal: Calibration) -> dict[str, di
                        if e.truth == t] for t in ("removed", "suppressed")}
         out[name] = {"n": len(have), "reading_auc": auc(reading["removed"],
                                                         reading["suppressed"])}
-        figs = [(e.truth, *figure_of(e.findings[name])) for e in have]
-        key = next((k for _, k, v in figs if k), "")
-        vals = {t: [v for tt, k, v in figs if tt == t and k == key and np.isfinite(v)]
+        key, more_left = headline(name)
+        vals = {t: [v for e in have if e.truth == t
+                    and np.isfinite(v := e.findings[name].scores.get(key, np.nan))]
                 for t in ("removed", "suppressed")}
-        a = auc(vals["removed"], vals["suppressed"])
-        out[name] |= {"figure": key, "figure_auc": max(a, 1 - a) if np.isfinite(a) else a,
-                      "figure_direction": "higher in removers" if a >= 0.5 else
-                      "higher in suppressors"}
+        # oriented in advance (larger = more left means suppressors should score higher)
+        a = auc(vals["suppressed"], vals["removed"]) if more_left > 0 else \
+            auc(vals["removed"], vals["suppressed"])
+        out[name] |= {"figure": key, "n_figure": sum(map(len, vals.values())), "figure_auc": a}
     ev = evaluate(pair, cal)
     out["removal_score"] = {"n": len(pair), "reading_auc": ev["removal_auc"],
-                            "figure": "removal_score", "figure_auc": ev["removal_auc"],
-                            "figure_direction": "higher in removers"}
+                            "figure": "removal_score", "n_figure": len(pair),
+                            "figure_auc": ev["removal_auc"]}
     return out

@@ -135,6 +135,17 @@ def figure_of(f: Finding) -> tuple[str, float]:
     return "", float("nan")
 
 
+# Whether a larger headline figure means more knowledge left (+1: evidence of suppression) or
+# deeper erasure (-1); meta-evaluation orients each figure by this, fixed in advance.
+_MORE_LEFT = {"activation_patching": -1, "membership": +1, "behavior_pressure": +1}
+
+
+def headline(module: str) -> tuple[str, int]:
+    """The one figure every finding of `module` is compared by, and its orientation (+1: larger
+    means more knowledge left in M1)."""
+    return _FIGURES.get(module, ("",))[0], _MORE_LEFT.get(module, +1)
+
+
 def features(findings: dict[str, Finding], names: tuple[str, ...]) -> np.ndarray:
     """Evidence per module in `names` (+1 suppression, -1 removal, 0 inconclusive or missing)."""
     return np.array([READING_VALUE[findings[n].reading] if n in findings else 0.0

@@ -1,4 +1,5 @@
-"""`workbench demo`: the main job on the bundled model (pipeline: `probes.demo.run_demo`)."""
+"""`workbench demo`: the main job, audits on the bundled model (`apps.audit_demo`); and
+`workbench answers`: the bundled model's answers and where they form (`probes.demo.run_demo`)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,40 @@ from apps.cli.common import Facts, Model, handles_errors, out
 
 @handles_errors
 def demo(
-    model: Model = "smollm2-135m",
-    facts: Facts = "smollm2",
     out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="seed of the edits and the audits")] = 0,
     device: Annotated[str | None, typer.Option(
         help="cpu, cuda, ... (default: GPU if any)")] = None,
 ) -> None:
-    """The main job: the bundled model's answers on the built-in facts, and where they form."""
+    """The main job: unlearn, audit against the oracle, and print the verdicts (offline)."""
+    from apps.audit_demo import FULL_ADDS, run_audit_demo
+
+    rows = run_audit_demo(out_dir, seed=seed, device=device, log=out.print)
+    t = Table(title="audits (quick tier)")
+    for col in ("edit", "meant as", "verdict", "removal score", "confidence", "report"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        v = r.run.verdict
+        t.add_row(r.name, r.truth, v.verdict, f"{v.removal_score:.2f}", f"{v.confidence:.2f}",
+                  str(r.run.out / "report.html"))
+    out.print(t)
+    for r in rows:
+        for u in r.run.verdict.unavailable:
+            if u.startswith("oracle:"):
+                out.print(f"{r.name}: {u}")
+    out.print(FULL_ADDS)
+
+
+@handles_errors
+def answers(
+    model: Model = "smollm2-135m",
+    facts: Facts = "smollm2",
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory")] = Path(
+        "runs/answers"),
+    device: Annotated[str | None, typer.Option(
+        help="cpu, cuda, ... (default: GPU if any)")] = None,
+) -> None:
+    """The bundled model's answers on the built-in facts, and the layer where each forms."""
     from probes.demo import run_demo
 
     run = run_demo(model, facts, out_dir, device)

@@ -24,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.command("models")(models.models)
 app.command("eval")(evaluate.evaluate)
 app.command("demo")(demo.demo)
+app.command("answers")(demo.answers)
 app.command("operators")(operators.operators)
 app.command("unlearn")(unlearn.unlearn)
 app.command("probe")(probe.probe)

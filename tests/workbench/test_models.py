@@ -146,3 +146,18 @@ def test_hooked_and_nnsight_views_match_hf(bundled):
 def test_list_models_names_the_bundled_model(bundled):
     rows = list_models()
     assert any(r["spec"] == "smollm2-135m" and r["cached"] == "yes" for r in rows)
+
+
+def test_fingerprint_follows_weights_and_hooks_not_where_they_came_from(toy_original, toy_facts,
+                                                                        tmp_path):
+    from workbench.controls import output_only_suppressor
+    from workbench.models import fingerprint, load_subject
+
+    h = fingerprint(toy_original)
+    toy_original.save(tmp_path / "copy")
+    assert fingerprint(load_subject(str(tmp_path / "copy"), device="cpu")) == h
+    assert fingerprint(output_only_suppressor(toy_original, toy_facts.forget)) != h
+    changed = toy_original.clone()
+    with torch.no_grad():
+        next(changed.model.parameters()).view(-1)[0] += 1.0
+    assert fingerprint(changed) != h and fingerprint(toy_original) == h

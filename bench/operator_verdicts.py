@@ -1,0 +1,93 @@
+"""Reading the literature back: the verdict on every operator's default edit, with the recovery
+attacks' figures beside the oracle's, on the toy world (issue #15 part 5).
+
+    python bench/operator_verdicts.py                       # toy world seed 0, every operator
+    python bench/operator_verdicts.py --seed 1 --operators ga,npo,rmu
+
+Each operator runs with its defaults (entities and relations inferred as `workbench unlearn`
+does), the full battery reads the edit against the retrain oracle, and the shipped calibration
+decides. Writes `bench/results/operator_verdicts.json`, one entry per set of options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+RECOVERIES = {"relearning": "recovery_over_floor", "quantization": "recovery",
+              "directional_ablation": "recovery", "in_context_recovery": "recovery",
+              "activation_patching": "uds"}
+FLOORS = {"quantization": "floor", "directional_ablation": "floor_recovery",
+          "in_context_recovery": "floor_recovery"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0, help="toy-world seed")
+    ap.add_argument("--operators", default="all")
+    args = ap.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    from probes import run_battery
+    from probes.verdict import decide
+    from workbench.behavior import accuracy_by_split
+    from workbench.entities import with_entities
+    from workbench.operators import OPERATORS, get_operator, make_config
+    from workbench.toyworld import build_toyworld
+
+    world = build_toyworld(seed=args.seed, progress=True)
+    facts, _ = with_entities(world.facts())
+    m0, oracle = world.original(device="cpu"), world.oracle(device="cpu")
+    names = OPERATORS.names() if args.operators == "all" else args.operators.split(",")
+    rows = []
+    for name in names:
+        op = get_operator(name)
+        t0 = time.perf_counter()
+        edit = op.apply(m0, facts.forget, facts.retain, make_config(name, {}, seed=args.seed))
+        t_edit = time.perf_counter() - t0
+        acc = {s: round(r["accuracy"], 4) for s, r in accuracy_by_split(edit.subject,
+                                                                       facts).items()}
+        t0 = time.perf_counter()
+        findings = {f.name: f for f in run_battery(m0, edit.subject, facts, oracle, seed=args.seed,
+                                                   progress=False)}
+        v = decide(findings)
+        rows.append({"operator": name, "family": op.family, "accuracy": acc,
+                     "verdict": v.verdict, "removal_score": round(v.removal_score, 3),
+                     "confidence": v.confidence, "summary": v.summary,
+                     "would_change": v.would_change,
+                     "readings": {n: f.reading for n, f in findings.items()},
+                     "recovery": {n: findings[n].scores.get(k) for n, k in RECOVERIES.items()},
+                     "floor": {n: findings[n].scores.get(k) for n, k in FLOORS.items()},
+                     "edit_seconds": round(t_edit, 1),
+                     "battery_seconds": round(time.perf_counter() - t0, 1)})
+        print(f"[verdicts] {name}: {v.verdict} ({v.removal_score:.2f})", flush=True)
+    con = Console(width=160)
+    t = Table(title=f"verdicts on the toy world (seed {args.seed}), shipped calibration")
+    for col in ("operator", "family", "forget/retain/holdout", "verdict", "score", "conf",
+                "RTT over floor", "quant (floor)", "ablation (floor)", "in-context (floor)",
+                "UDS"):
+        t.add_column(col)
+
+    def pct(x):
+        return "-" if x is None or x != x else f"{x:.2f}"
+
+    for r in rows:
+        a, rec, fl = r["accuracy"], r["recovery"], r["floor"]
+        t.add_row(r["operator"], r["family"], f"{a['forget']:.0%}/{a['retain']:.0%}/"
+                  f"{a['holdout']:.0%}", r["verdict"], f"{r['removal_score']:.2f}",
+                  f"{r['confidence']:.2f}", pct(rec["relearning"]),
+                  f"{pct(rec['quantization'])} ({pct(fl['quantization'])})",
+                  f"{pct(rec['directional_ablation'])} ({pct(fl['directional_ablation'])})",
+                  f"{pct(rec['in_context_recovery'])} ({pct(fl['in_context_recovery'])})",
+                  pct(rec["activation_patching"]))
+    con.print(t)
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("operator_verdicts", vars(args), {
+        "world": world.stats["config_hash"], "world_seed": args.seed, "rows": rows})
+    con.print(f"[dim]written to {relative(path)}[/]")
+
+
+if __name__ == "__main__":
+    main()

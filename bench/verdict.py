@@ -1,0 +1,87 @@
+"""The verdict judged on pools it never saw: build the toy world's known-truth pools for several
+world seeds, fit a calibration on one, and report the others' confusion matrix, verdict
+accuracy, removal-score AUC and every module's faithfulness (the meta-evaluation).
+
+    python bench/verdict.py                              # pools of seeds 0 1 2, fit on 0
+    python bench/verdict.py --seeds 0 1 2 3 --fit-on 0 --pools runs/pools
+
+Pools are built once into `--pools/toy<seed>` (resumable; a rerun only re-reads them). Times:
+each pool's build, the calibration fit, and the verdict per edit. Writes
+`bench/results/verdict.json`, one entry per set of options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--fit-on", type=int, nargs="+", default=[0])
+    ap.add_argument("--pools", type=Path, default=Path("runs/pools"))
+    args = ap.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    from probes.calibrate import evaluate, faithfulness, fit
+    from probes.pools import build_pool, load_pool
+    from probes.verdict import VERDICTS, Calibration, decide
+    from workbench.toyworld import build_toyworld
+
+    con = Console(width=140)
+    built = {}
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        doc = build_pool(build_toyworld(seed=seed, progress=True), args.pools / f"toy{seed}",
+                         seed=seed, progress=True)
+        built[seed] = {"seconds": round(time.perf_counter() - t0, 1),
+                       "valid": sum(r["status"] == "valid" for r in doc["controls"]),
+                       "dropped": {r["name"]: r["reason"] for r in doc["controls"]
+                                   if r["status"] != "valid"},
+                       "build_seconds": sum(r.get("build_seconds", 0) + r.get("battery_seconds", 0)
+                                            for r in doc["controls"])}
+    pools = {s: load_pool(args.pools / f"toy{s}") for s in args.seeds}
+    t0 = time.perf_counter()
+    cal = fit([e for s in args.fit_on for e in pools[s]],
+              f"bench+toy{'+'.join(map(str, args.fit_on))}")
+    fit_s = time.perf_counter() - t0
+    shipped = Calibration.load()
+    held = [s for s in args.seeds if s not in args.fit_on]
+    report = {"calibration": cal.to_json(), "fit_seconds": round(fit_s, 3), "pools": built,
+              "shipped_calibration": shipped.version, "held_out": {}}
+    entries = [e for s in held for e in pools[s]]
+    t0 = time.perf_counter()
+    for e in entries:
+        decide(e.findings, cal)
+    report["verdict_seconds_per_edit"] = (time.perf_counter() - t0) / max(1, len(entries))
+    for name, group in [(f"toy{s}", pools[s]) for s in held] + [("all held-out", entries)]:
+        if not group:
+            continue
+        ev, faith = evaluate(group, cal), faithfulness(group, cal)
+        report["held_out"][name] = {"evaluation": ev, "faithfulness": faith}
+        t = Table(title=f"{name}: accuracy {ev['accuracy']:.0%} of {ev['n']}, removal-score AUC "
+                        f"{ev['removal_auc']:.3f}")
+        t.add_column("truth \\ verdict")
+        for v in VERDICTS:
+            t.add_column(v, justify="right")
+        for truth, row in ev["confusion"].items():
+            t.add_row(truth, *(str(row[v]) for v in VERDICTS))
+        con.print(t)
+    if entries:
+        f = Table(title="faithfulness on all held-out pools (AUC removers vs suppressors)")
+        for col in ("module", "reading AUC", "figure", "figure AUC"):
+            f.add_column(col)
+        for mod, r in report["held_out"]["all held-out"]["faithfulness"].items():
+            f.add_row(mod, f"{r['reading_auc']:.3f}", r["figure"], f"{r['figure_auc']:.3f}")
+        con.print(f)
+    from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+    path = write_results("verdict", {"seeds": args.seeds, "fit_on": args.fit_on}, report)
+    con.print(f"[dim]written to {relative(path)}[/]")
+
+
+if __name__ == "__main__":
+    main()
