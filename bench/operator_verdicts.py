@@ -33,6 +33,7 @@ def main() -> None:
     from probes.verdict import decide
     from workbench.behavior import accuracy_by_split
     from workbench.entities import with_entities
+    from workbench.errors import WorkbenchError
     from workbench.operators import OPERATORS, get_operator, make_config
     from workbench.toyworld import build_toyworld
 
@@ -44,7 +45,12 @@ def main() -> None:
     for name in names:
         op = get_operator(name)
         t0 = time.perf_counter()
-        edit = op.apply(m0, facts.forget, facts.retain, make_config(name, {}, seed=args.seed))
+        try:
+            edit = op.apply(m0, facts.forget, facts.retain, make_config(name, {}, seed=args.seed))
+        except WorkbenchError as e:  # e.g. a prompt longer than the toy model's context
+            rows.append({"operator": name, "family": op.family, "error": str(e)})
+            print(f"[verdicts] {name}: cannot apply ({e})", flush=True)
+            continue
         t_edit = time.perf_counter() - t0
         acc = {s: round(r["accuracy"], 4) for s, r in accuracy_by_split(edit.subject,
                                                                        facts).items()}
@@ -73,6 +79,9 @@ def main() -> None:
         return "-" if x is None or x != x else f"{x:.2f}"
 
     for r in rows:
+        if "error" in r:
+            t.add_row(r["operator"], r["family"], "-", "cannot apply", *[""] * 7)
+            continue
         a, rec, fl = r["accuracy"], r["recovery"], r["floor"]
         t.add_row(r["operator"], r["family"], f"{a['forget']:.0%}/{a['retain']:.0%}/"
                   f"{a['holdout']:.0%}", r["verdict"], f"{r['removal_score']:.2f}",

@@ -66,8 +66,16 @@ def _gradients(m1: Subject, prompts, answers, layers, points, batch_size: int
                 lp = answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:],
                                                 b.answer_mask[:, :-1])
                 keys = list(saved)
-                # rows are independent, so the gradient of the sum is each row's own gradient
-                gs = torch.autograd.grad(lp.sum(), [saved[k] for k in keys], allow_unused=True)
+                # rows are independent, so the gradient of the sum is each row's own gradient.
+                # A hook of M1 that computes without a graph (an SAE clamp) cuts the gradient
+                # path: those points get a zero gradient, and the agreement with exact patching
+                # the finding reports shows what the approximation missed.
+                live = [k for k in keys if saved[k].requires_grad]
+                gs_live = (torch.autograd.grad(lp.sum(), [saved[k] for k in live],
+                                               allow_unused=True)
+                           if live and lp.requires_grad else [None] * len(live))
+                by_key = dict(zip(live, gs_live, strict=True))
+                gs = [by_key.get(k) for k in keys]
         finally:
             for h in handles:
                 h.remove()
