@@ -198,8 +198,9 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
     if no_oracle:
         floors = [n for n in cal.features if n in findings and any(
             "floor" in k for k in findings[n].scores)]
-        unavailable.append(f"oracle: none given; {', '.join(floors) or 'no module'} compared M1 "
-                           f"with a weaker floor instead, so confidence is scaled by "
+        compared = (f"{', '.join(floors)} compared M1 with a weaker floor instead" if floors
+                    else "no finding could compare M1 with a model that never learned the facts")
+        unavailable.append(f"oracle: none given; {compared}, so confidence is scaled by "
                            f"{cal.no_oracle_factor:g}")
     x = features(findings, cal.features)
     w = np.array(cal.weights)

@@ -24,13 +24,14 @@ def demo(
 
     rows = run_audit_demo(out_dir, seed=seed, device=device, log=out.print)
     t = Table(title="audits (quick tier)")
-    for col in ("edit", "meant as", "verdict", "removal score", "confidence", "report"):
-        t.add_column(col, overflow="fold")
+    for col in ("edit", "meant as", "verdict", "removal score", "confidence"):
+        t.add_column(col)
     for r in rows:
         v = r.run.verdict
-        t.add_row(r.name, r.truth, v.verdict, f"{v.removal_score:.2f}", f"{v.confidence:.2f}",
-                  str(r.run.out / "report.html"))
+        t.add_row(r.name, r.truth, v.verdict, f"{v.removal_score:.2f}", f"{v.confidence:.2f}")
     out.print(t)
+    for r in rows:
+        out.print(f"{r.name}: {r.run.out / 'report.html'}")
     for r in rows:
         for u in r.run.verdict.unavailable:
             if u.startswith("oracle:"):

@@ -157,6 +157,15 @@ def test_fingerprint_follows_weights_and_hooks_not_where_they_came_from(toy_orig
     toy_original.save(tmp_path / "copy")
     assert fingerprint(load_subject(str(tmp_path / "copy"), device="cpu")) == h
     assert fingerprint(output_only_suppressor(toy_original, toy_facts.forget)) != h
+    # a hook edit saved and loaded back is the same edit
+    from workbench.edits import load_edit_subject
+    from workbench.operators import get_operator, make_config
+
+    steer = get_operator("steer").apply(toy_original, toy_facts.forget, toy_facts.retain,
+                                        make_config("steer", {}))
+    steer.save(tmp_path / "steer")
+    assert fingerprint(load_edit_subject(tmp_path / "steer", device="cpu")) == \
+        fingerprint(steer.subject)
     changed = toy_original.clone()
     with torch.no_grad():
         next(changed.model.parameters()).view(-1)[0] += 1.0

@@ -91,8 +91,7 @@ class ResidualSteer:
         self.gate_layer = gate_layer
         self.gate_w = None if gate_w is None else gate_w.detach().float()
         self.gate_b = float(gate_b)
-        self.gate_keys = None if gate_keys is None else torch.nn.functional.normalize(
-            gate_keys.detach().float(), dim=-1)
+        self.gate_keys = None if gate_keys is None else _unit_rows(gate_keys.detach().float())
         self.pad_token_id = pad_token_id
         self.name = name
 
@@ -184,6 +183,14 @@ class ResidualSteer:
         return cls(tuple(spec["layers"]), t["directions"], t["coefs"], spec["mode"],
                    spec.get("gate_layer"), t.get("gate_w"), spec.get("gate_b", 0.0),
                    spec.get("pad_token_id"), spec.get("name", "steer"), t.get("gate_keys"))
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    """Rows scaled to unit norm; rows already unit (a saved edit's keys) are kept bit for bit,
+    so a save / load round trip gives the same intervention (and the same audit key)."""
+    if torch.allclose(x.norm(dim=-1), torch.ones(len(x)), atol=1e-6):
+        return x
+    return torch.nn.functional.normalize(x, dim=-1)
 
 
 @register_intervention
