@@ -142,7 +142,7 @@ def _other_people(p: PoolInputs) -> FactSet:
 
 
 def toy_controls(seed: int = 0) -> list[Control]:
-    """The toy world's pool (28 controls before validity checks)."""
+    """The toy world's pool (29 controls before validity checks)."""
     from workbench import controls as c
 
     s = seed
