@@ -241,7 +241,7 @@ def _turning_point(cal: Calibration, x: np.ndarray, w: np.ndarray, ran: list[boo
                    verdict: str) -> str:
     """The fewest modules whose reading (or, not run, whose first reading) would flip it."""
     z = float(w @ x) + cal.intercept
-    want = -1.0 if verdict == "removed" else 1.0  # the evidence value that pushes the other way
+    want = 1.0 if verdict == "removed" else -1.0  # the evidence value that pushes the other way
     other = "suppression signature" if verdict == "removed" else "removal-consistent reading"
     moves = sorted(((abs(w[i] * (want - x[i])), i) for i in range(len(x))
                     if w[i] != 0 and x[i] != want), reverse=True)

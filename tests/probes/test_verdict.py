@@ -44,6 +44,17 @@ def test_verdict_follows_the_evidence_and_names_it():
     assert rem.unavailable == ()
 
 
+def test_would_change_names_readings_that_do_flip_it():
+    readings = {"logit_lens": "removal-consistent", "relearning": "removal-consistent",
+                "membership": "removal-consistent"}
+    v = decide(_findings(readings), _cal())
+    assert v.verdict == "removed" and v.would_change.startswith("a suppression signature from")
+    named = v.would_change.split(" from ", 1)[1].split(", ")
+    flipped = readings | {n: "suppression-signature" for n in named}
+    assert decide(_findings(flipped), _cal()).verdict == "suppressed"
+    assert len(named) < len(readings)  # the fewest, not all of them
+
+
 def test_behaviour_cuts_come_first():
     both = {n: "suppression-signature" for n in MODULES}
     assert decide(_findings(both, forget1=0.9), _cal()).verdict == "not_unlearned"
