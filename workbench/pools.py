@@ -20,7 +20,7 @@ no invalid control is ever scored. Kinds (each at two or more strengths or seeds
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from workbench.errors import WorkbenchError
@@ -45,7 +45,6 @@ class PoolInputs:
     m0: Subject
     oracle: Subject
     seed: int = 0
-    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mid(self) -> int:
@@ -68,14 +67,11 @@ class Control:
             raise WorkbenchError(f"control {self.name}: truth must be one of {TRUTHS}")
 
 
-def _op(name: str, overrides: dict[str, Any], seed: int = 0,
-        retain: Callable[[FactSet], FactSet] | None = None
-        ) -> Callable[[PoolInputs], Subject]:
+def _op(name: str, overrides: dict[str, Any], seed: int = 0) -> Callable[[PoolInputs], Subject]:
     def build(p: PoolInputs) -> Subject:
         from workbench.operators import get_operator, make_config
 
-        r = retain(p.facts) if retain else p.facts.retain
-        edit = get_operator(name).apply(p.m0, p.facts.forget, r,
+        edit = get_operator(name).apply(p.m0, p.facts.forget, p.facts.retain,
                                         make_config(name, dict(overrides), seed=seed))
         return edit.subject
 
