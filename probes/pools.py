@@ -54,7 +54,10 @@ def _confirmed(control: Control, findings: dict[str, Finding]) -> str | None:
 def build_pool(world: World, out: str | Path, controls: Sequence[Control] | None = None,
                modules: Sequence[str] | None = None, seed: int = 0, only: Sequence[str] = (),
                progress: bool = True, device: str | None = None) -> dict[str, Any]:
-    """Build, validate and score every control of `world` into `out`; return `pool.json`."""
+    """Build, validate and score every control of `world` into `out`; return `pool.json`.
+
+    `seed` seeds the controls and the battery; a control already in `out` is reused when it was
+    built with the same seed and scored with the same modules."""
     from rich.progress import Progress
 
     out = Path(out)
@@ -94,14 +97,16 @@ def _score(control: Control, inputs: PoolInputs, ref: dict, modules: list[str], 
     done = where / "control.json"
     if done.exists():
         row = read_json(done)
-        if row.get("modules") == modules or row["status"] == "dropped":
+        if row.get("seed", 0) == inputs.seed and (row.get("modules") == modules
+                                                  or row["status"] == "dropped"):
             return row
     t0 = time.perf_counter()
     m1 = control.build(inputs)
     t_build = time.perf_counter() - t0
     acc = behaviour(m1, inputs.facts)
     row = {"name": control.name, "kind": control.kind, "truth": control.truth,
-           "what": control.what, "empirical": control.empirical, "accuracy": acc,
+           "what": control.what, "empirical": control.empirical, "seed": inputs.seed,
+           "accuracy": acc,
            "build_seconds": round(t_build, 2), "modules": modules}
     reason = check_validity(control.truth, acc, ref["M0"], ref["oracle"])
     findings: dict[str, Finding] = {}
