@@ -84,8 +84,7 @@ class ResidualSteer:
             raise LayerError(f"steer: the gate layer {gate_layer} must not come after the first "
                              f"steered layer {min(layers)}")
         self.layers = tuple(int(L) for L in layers)
-        self.directions = directions.detach().float() / directions.float().norm(dim=-1,
-                                                                                 keepdim=True)
+        self.directions = _unit_rows(directions.detach().float())
         self.coefs = coefs.detach().float()
         self.mode = mode
         self.gate_layer = gate_layer
@@ -188,9 +187,9 @@ class ResidualSteer:
 def _unit_rows(x: Tensor) -> Tensor:
     """Rows scaled to unit norm; rows already unit (a saved edit's keys) are kept bit for bit,
     so a save / load round trip gives the same intervention (and the same audit key)."""
-    if torch.allclose(x.norm(dim=-1), torch.ones(len(x)), atol=1e-6):
-        return x
-    return torch.nn.functional.normalize(x, dim=-1)
+    n = x.norm(dim=-1, keepdim=True)
+    done = ((n - 1).abs() <= 1e-6) | (n == 0)  # per row: one zero or off row must not touch the rest
+    return torch.where(done, x, x / n.clamp_min(1e-12))
 
 
 @register_intervention
