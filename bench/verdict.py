@@ -27,9 +27,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from apps.cli.verdict import confusion_table
     from probes.calibrate import evaluate, faithfulness, fit
     from probes.pools import build_pool, load_pool
-    from probes.verdict import VERDICTS, Calibration, decide
+    from probes.verdict import Calibration, decide
     from workbench.toyworld import build_toyworld
 
     con = Console(width=140)
@@ -65,14 +66,7 @@ def main() -> None:
             continue
         ev, faith = evaluate(group, cal), faithfulness(group, cal)
         report["held_out"][name] = {"evaluation": ev, "faithfulness": faith}
-        t = Table(title=f"{name}: accuracy {ev['accuracy']:.0%} of {ev['n']}, removal-score AUC "
-                        f"{ev['removal_auc']:.3f}")
-        t.add_column("truth \\ verdict")
-        for v in VERDICTS:
-            t.add_column(v, justify="right")
-        for truth, row in ev["confusion"].items():
-            t.add_row(truth, *(str(row[v]) for v in VERDICTS))
-        con.print(t)
+        con.print(confusion_table(ev, name))
     if entries:
         f = Table(title="faithfulness on all held-out pools (AUC removers vs suppressors)")
         for col in ("module", "reading AUC", "figure", "figure AUC"):

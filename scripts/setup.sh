@@ -22,3 +22,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
   echo "Set-up done in $(( $(date +%s) - start )) s." >&2
 fi
+# The report tests drive Debian's Chromium through Playwright (never a downloaded browser build).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "Installing Debian's chromium for the browser tests..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi

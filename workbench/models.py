@@ -25,7 +25,7 @@ from torch import nn
 
 from workbench.architectures import layout_of, resolve
 from workbench.atomic import atomic_dir
-from workbench.errors import IncompatibleSubjectsError, ModelLoadError, one_line
+from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError, one_line
 from workbench.inputs import read_json
 from workbench.model_files import check_checkpoint_dir, check_gguf_header, shape_mismatch
 
@@ -216,6 +216,15 @@ def fingerprint(subject: Subject) -> str:
                 if f.is_file():
                     h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def untied_output_head(model: nn.Module) -> nn.Module:
+    """The output head (`lm_head`), which must have weights of its own to be edited alone."""
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        raise WorkbenchError(f"{type(model).__name__}'s output head is missing or tied to the input "
+                             "embedding: training it would change the inputs too (untie it first)")
+    return head
 
 
 def check_compatible(a: Subject, b: Subject) -> None:

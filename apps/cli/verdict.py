@@ -45,6 +45,20 @@ def build(
     out.print(f"written to {out_dir}")
 
 
+def confusion_table(ev: dict, title: str) -> Table:
+    """An evaluation's confusion matrix (rows: truth, columns: verdict) with its headline."""
+    from probes.verdict import VERDICTS
+
+    t = Table(title=f"{title}: accuracy {ev['accuracy']:.0%} of {ev['n']}, removal-score AUC "
+                    f"{ev['removal_auc']:.3f}")
+    t.add_column("truth \\ verdict")
+    for v in VERDICTS:
+        t.add_column(v, justify="right")
+    for truth, row in ev["confusion"].items():
+        t.add_row(truth, *(str(row[v]) for v in VERDICTS))
+    return t
+
+
 def _entries(pools: list[Path]):
     from probes.pools import load_pool
 
@@ -78,19 +92,12 @@ def meta_eval(
 ) -> None:
     """Judge the verdict and every module on pools: confusion matrix, accuracy, faithfulness."""
     from probes.calibrate import evaluate, faithfulness
-    from probes.verdict import VERDICTS, Calibration
+    from probes.verdict import Calibration
 
     cal = Calibration.load(calibration)
     entries = _entries(pool)
     ev, faith = evaluate(entries, cal), faithfulness(entries, cal)
-    t = Table(title=f"verdicts ({cal.version}): accuracy {ev['accuracy']:.0%}, removal-score AUC "
-                    f"{ev['removal_auc']:.3f}")
-    t.add_column("truth \\ verdict")
-    for v in VERDICTS:
-        t.add_column(v, justify="right")
-    for truth, row in ev["confusion"].items():
-        t.add_row(truth, *(str(row[v]) for v in VERDICTS))
-    out.print(t)
+    out.print(confusion_table(ev, f"verdicts ({cal.version})"))
     f = Table(title="faithfulness: AUC removers vs suppressors")
     for col in ("module", "n", "reading AUC", "figure", "figure AUC"):
         f.add_column(col)

@@ -111,3 +111,11 @@ def config_fields(name: str) -> list[FieldSpec]:
     """Every config field of operator `name` (type, choices, default, doc), as the CLI listing
     and the app's forms show it."""
     return field_specs(get_operator(name).config_cls)
+
+
+def require_facts(forget: FactSet, retain: FactSet | None = None, what: str = "") -> None:
+    """Clear errors for empty inputs."""
+    if len(forget) == 0:
+        raise WorkbenchError(f"{what}: the forget set is empty; nothing to unlearn")
+    if retain is not None and len(retain) == 0:
+        raise WorkbenchError(f"{what}: this config needs retain facts, but the retain set is empty")

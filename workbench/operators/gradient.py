@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from workbench.edits import Edit
 from workbench.facts import FactSet
 from workbench.models import Subject
-from workbench.operators.base import Operator, register_operator
+from workbench.operators.base import Operator, register_operator, require_facts
 from workbench.operators.training import (
     TOUCHES,
     FactTensors,
@@ -32,7 +32,6 @@ from workbench.operators.training import (
     answer_nll,
     reference_answer_logits,
     reference_sequence_logprob,
-    require_facts,
     sequence_logprob,
     train,
 )

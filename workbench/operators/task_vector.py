@@ -23,13 +23,12 @@ from workbench.behavior import evaluate
 from workbench.edits import Edit
 from workbench.facts import FactSet
 from workbench.models import Subject
-from workbench.operators.base import Operator, register_operator
+from workbench.operators.base import Operator, register_operator, require_facts
 from workbench.operators.training import (
     TOUCHES,
     FactTensors,
     TrainingConfig,
     answer_nll,
-    require_facts,
     train,
     trainable_modules,
 )

@@ -29,7 +29,14 @@ from workbench.behavior import evaluate
 from workbench.corpus import readable_prose
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
-from workbench.models import Subject, decoder_layers, final_norm, hidden_of, with_hidden
+from workbench.models import (
+    Subject,
+    decoder_layers,
+    final_norm,
+    hidden_of,
+    untied_output_head,
+    with_hidden,
+)
 from workbench.operators.base import OperatorConfig
 from workbench.operators.entity_rows import EntityRows, RowsMode, rows_wanted
 from workbench.options import option
@@ -163,15 +170,7 @@ def trainable_modules(subject: Subject, params: str, layers: tuple[int, ...] | N
     return out
 
 
-def _output_head(model: nn.Module) -> nn.Module:
-    head = model.get_output_embeddings()
-    if head is None or head.weight is model.get_input_embeddings().weight:
-        raise WorkbenchError(f"{type(model).__name__}'s output head is missing or tied to the input "
-                             "embedding: training it would change the inputs too (untie it first)")
-    return head
-
-
-_OUTSIDE_BLOCKS = {"head": _output_head, "norm": final_norm}
+_OUTSIDE_BLOCKS = {"head": untied_output_head, "norm": final_norm}
 
 
 def freeze_except(model: nn.Module, modules: dict[str, nn.Module]) -> list[nn.Parameter]:
@@ -492,11 +491,3 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
     subject.model.eval()
     log.seconds = time.perf_counter() - t0
     return log
-
-
-def require_facts(forget: FactSet, retain: FactSet | None = None, what: str = "") -> None:
-    """Clear errors for empty inputs."""
-    if len(forget) == 0:
-        raise WorkbenchError(f"{what}: the forget set is empty; nothing to unlearn")
-    if retain is not None and len(retain) == 0:
-        raise WorkbenchError(f"{what}: this config needs retain facts, but the retain set is empty")
