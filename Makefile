@@ -8,10 +8,10 @@ demo: setup
 	.venv/bin/workbench demo
 
 test: setup
-	.venv/bin/python -m pytest -m "not slow" -q
+	bash scripts/tests.sh fast
 
 test-slow: setup
-	.venv/bin/python -m pytest -m slow -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+	bash scripts/tests.sh slow
 
 # The science tests (those reading the toy world) on the toy worlds of two more seeds.
 test-seeds: setup

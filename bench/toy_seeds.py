@@ -23,8 +23,9 @@ from results_io import relative, write_results  # bench/results_io.py, next to t
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_seed(seed: int, extra: list[str]) -> dict:
-    """One pytest session on the toy world of `seed`: per-test outcome, world figures, time."""
+def run_seed(seed: int, extra: list[str], workers: int = 1) -> dict:
+    """One pytest session on the toy world of `seed` (its files spread over `workers`
+    processes): per-test outcome, world figures, time."""
     from workbench.toyworld import build_toyworld
 
     t0 = time.perf_counter()
@@ -34,6 +35,8 @@ def run_seed(seed: int, extra: list[str]) -> dict:
         xml = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-m", "toyworld and not slow", "-q",
                "-p", "no:cacheprovider", f"--junitxml={xml}", *extra]
+        if workers > 1:
+            cmd += ["-n", str(workers), "--dist", "loadfile"]
         env = {**os.environ, "WORKBENCH_TOY_SEED": str(seed)}
         t1 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env)
@@ -59,9 +62,11 @@ def _outcomes(xml: Path) -> dict[str, str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                    help="pytest worker processes per seed (pytest-xdist; 1: none)")
     ap.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     args = ap.parse_args()
-    runs = [run_seed(s, args.pytest_args) for s in args.seeds]
+    runs = [run_seed(s, args.pytest_args, args.workers) for s in args.seeds]
     names = sorted({n for r in runs for n in r["tests"]})
     print(f"\n{'seed':>5} {'passed':>7} {'failed':>7} {'oracle forget':>14} {'build s':>8} "
           f"{'tests s':>8}")
