@@ -32,6 +32,7 @@ from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.inputs import read_json
 from workbench.models import Subject, check_compatible, fingerprint
+from workbench.progress import report as report_progress
 
 REPORT_SCHEMA = 1
 # The cheap modules and one attack (in-context recovery: no weights change, a few forward
@@ -124,14 +125,23 @@ def run_audit(m0: Subject, m1: Subject, facts: FactSet, out: str | Path,
         print(f"[audit] resuming: {len(cached)} of {len(names)} findings already in {out}",
               flush=True)
 
+    # progress to listeners (the dashboard): one unit per module, then one for behaviour
+    pending = [n for n in names if n not in cached] + ["behaviour"]
+    total = len(names) + 1
+    report_progress("audit", len(cached), total, running=pending[0])
+
     def save(f: Finding) -> None:
         _write_json(out / "findings" / f"{f.name}.json",
                     {"key": _key(inputs, f.name), "finding": f.to_json()})
+        i = pending.index(f.name)
+        report_progress("audit", len(cached) + i + 1, total, module=f.name, reading=f.reading,
+                        running=pending[i + 1])
 
     findings = {f.name: f for f in run_battery(m0, m1, facts, oracle, names, seed, progress,
                                                 device, cached=cached, on_finding=save)}
     timings["findings_s"] = {n: round(f.seconds, 2) for n, f in findings.items()}
     behaviour = _behaviour(out, subjects, facts, hashes, progress)
+    report_progress("audit", total, total, module="behaviour")
     verdict = decide(findings, cal)
     _write_json(out / "verdict.json", verdict.to_json())
     timings["total_s"] = round(time.perf_counter() - t0, 2)

@@ -14,8 +14,9 @@ from workbench.entities import with_entities
 from workbench.errors import WorkbenchError
 from workbench.facts import load_facts
 from workbench.models import Subject, load_subject
-from workbench.operators import Operator, get_operator, make_config
+from workbench.operators import Operator, OperatorConfig, get_operator, make_config
 from workbench.operators.training import check_layers
+from workbench.progress import report
 
 
 def split_overrides(names: Sequence[str], sets: Sequence[str]) -> list[list[str]]:
@@ -45,12 +46,17 @@ def _check_out(out_dir: Path, model: str, facts: str) -> None:
 def run_unlearn(model: str, facts: str, names: Sequence[str], out_dir: Path,
                 sets: Sequence[str] = (), seed: int | None = None, device: str | None = None,
                 generate: bool = True,
-                on_operator: Callable[[Operator, Subject], None] | None = None) -> dict[str, Any]:
+                on_operator: Callable[[Operator, Subject], None] | None = None,
+                configs: Sequence[OperatorConfig] | None = None,
+                subject: Subject | None = None) -> dict[str, Any]:
     """Check every input up front, apply the operators `names` in order (sequential unlearning),
     score accuracy per split before and after, save the edit to `out_dir`; return its edit.json.
 
-    `sets` are `key=value` overrides (`NAME.key=value` for a later operator); `on_operator`, if
-    given, is called before each operator runs, with the operator and the subject it edits."""
+    `sets` are `key=value` overrides (`NAME.key=value` for a later operator); `configs`, if
+    given, are the operators' configs already built (the app's forms; `sets` and `seed` are then
+    not read). `subject`, if given, is `model` already loaded (it is not modified).
+    `on_operator`, if given, is called before each operator runs, with the operator and the
+    subject it edits; stages are reported to `workbench.progress` listeners."""
     names = list(names)
     _check_out(out_dir, model, facts)
     fs, inferred = with_entities(load_facts(facts))  # operators that read entities find them
@@ -58,21 +64,28 @@ def run_unlearn(model: str, facts: str, names: Sequence[str], out_dir: Path,
     if len(forget) == 0:
         raise WorkbenchError(f"{facts}: the forget split is empty; nothing to unlearn")
     ops = [get_operator(n) for n in names]
-    configs = [make_config(n, s, seed=seed)
-               for n, s in zip(names, split_overrides(names, sets), strict=True)]
-    subject = load_subject(model, device=device)
+    if configs is None:
+        configs = [make_config(n, s, seed=seed)
+                   for n, s in zip(names, split_overrides(names, sets), strict=True)]
+    elif len(configs) != len(ops):
+        raise WorkbenchError(f"{len(configs)} configs for {len(ops)} operators")
+    subject = subject if subject is not None else load_subject(model, device=device)
     for cfg in configs:
         if getattr(cfg, "layers", None) is not None:
             check_layers(subject, cfg.layers)
+    total = len(ops) + 3  # evaluate before, each operator, evaluate after, save
+    report("unlearn", 0, total, running="accuracy before")
     t0 = time.perf_counter()
     before = accuracy_by_split(subject, fs, generate=generate)
     eval_s = time.perf_counter() - t0
     current, edit = subject, None
-    for op, cfg in zip(ops, configs, strict=True):
+    for i, (op, cfg) in enumerate(zip(ops, configs, strict=True)):
+        report("unlearn", i + 1, total, running=op.name)
         if on_operator is not None:
             on_operator(op, current)
         edit = op.apply(current, forget, retain, cfg)
         current = edit.subject
+    report("unlearn", len(ops) + 1, total, running="accuracy after")
     t0 = time.perf_counter()
     after = accuracy_by_split(current, fs, generate=generate)
     eval_s += time.perf_counter() - t0
@@ -81,5 +94,7 @@ def run_unlearn(model: str, facts: str, names: Sequence[str], out_dir: Path,
                                               for c in edit.chain), 3)
     edit.metrics.update({"before": before, "after": after, "facts": str(facts),
                          "model": model, "entities_inferred": inferred})
+    report("unlearn", total - 1, total, running="save")
     edit.save(out_dir)
-    return json.loads((out_dir / "edit.json").read_text())
+    report("unlearn", total, total)
+    return json.loads((Path(out_dir) / "edit.json").read_text())

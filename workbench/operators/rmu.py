@@ -44,6 +44,7 @@ from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.entity_rows import EntityRows, RowsMode, rows_wanted
 from workbench.operators.training import projected_step
 from workbench.options import option
+from workbench.progress import report
 from workbench.recall_site import swap_pairs, swap_rates
 
 MAX_SITE_PAIRS = 256  # fact pairs patched to find the recall site (positions=auto)
@@ -185,7 +186,7 @@ def _misdirect(model: torch.nn.Module, layer: int, forget: tuple[Batch, Tensor, 
     stats: dict[str, float] = {}
     bar = tqdm(range(config.steps), desc="rmu", disable=None if progress else True, leave=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(config.lr_schedule, config.steps))
-    for _ in bar:
+    for step in bar:
         fi = torch.tensor(rng.sample(range(nf), min(bs, nf)), device=fb.input_ids.device)
         hf = residual_after(model, layer, fb.rows(fi))
         loss_f = ((hf - target_f[fi, : hf.shape[1]]) ** 2)[fmask[fi, : hf.shape[1]]].mean() / norm2
@@ -197,6 +198,7 @@ def _misdirect(model: torch.nn.Module, layer: int, forget: tuple[Batch, Tensor, 
         sched.step()
         stats = {"loss": loss.item(), "forget_mse": loss_f.item(), "retain_mse": loss_r.item()}
         bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+        report("train", step + 1, config.steps, operator="rmu", **stats)
     return stats
 
 

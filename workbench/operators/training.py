@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from workbench import progress
 from workbench.batching import Batch, chunks, encode
 from workbench.behavior import evaluate
 from workbench.corpus import readable_prose
@@ -417,6 +418,14 @@ def _check(subject: Subject, model: nn.Module, forget: FactSet, retain: FactSet,
     return config.stop_forget_acc is not None and acc["forget"] <= config.stop_forget_acc
 
 
+def _report_step(what: str, log: TrainLog, total: int) -> None:
+    """The step's loss, and forget / retain accuracy when this step checked them, to whoever
+    listens (`workbench.progress`: the dashboard's live curves)."""
+    last = log.evals[-1] if log.evals and log.evals[-1]["step"] == log.steps else {}
+    progress.report("train", log.steps, total, operator=what, loss=log.losses[-1],
+                    **{k: v for k, v in last.items() if k in ("forget", "retain")})
+
+
 def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingConfig,
           loss_fn: StepLoss, what: str = "train",
           setup: Callable[[nn.Module], None] | None = None,
@@ -478,8 +487,11 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
                 projected_step(opt, proj, rows)
                 log.losses.append(loss.item())
                 log.steps = step
-                if config.eval_every and (step % config.eval_every == 0 or step == config.steps) \
-                        and _check(subject, model, forget, retain, config, log, bar):
+                stop = bool(config.eval_every) and (
+                    step % config.eval_every == 0 or step == config.steps) \
+                    and _check(subject, model, forget, retain, config, log, bar)
+                _report_step(what, log, config.steps)
+                if stop:
                     log.stopped_early = step < config.steps
                     break
         bar.close()
