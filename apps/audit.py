@@ -3,12 +3,19 @@ them, (optionally unlearn first), run `probes.audit.run_audit`, render `report.h
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probes.audit import AuditRun, run_audit
 from probes.verdict import Calibration
+
+if TYPE_CHECKING:
+    from workbench.facts import FactSet
+    from workbench.models import Subject
+    from workbench.operators import OperatorConfig
 
 
 def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str | None = None,
@@ -28,15 +35,72 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     m1 = load_subject(edited, device=device)
     check_compatible(m0, m1)
     mr = load_subject(oracle, device=device) if oracle else None
-    command = ["workbench", "audit", "--original", original, "--edited", edited, "--facts",
-               facts, "--out", str(out), "--tier", tier, "--seed", str(seed)]
-    command += ["--oracle", oracle] if oracle else []
+    return audit_subjects(m0, m1, fs, out, mr, {"M0": original, "M1": edited, "Mr": oracle,
+                                                "facts": facts}, tier, modules, seed, cal,
+                          device, progress)
+
+
+def audit_subjects(m0: Subject, m1: Subject, facts: FactSet, out: str | Path,
+                   oracle: Subject | None, specs: dict[str, str | None], tier: str = "quick",
+                   modules: Sequence[str] | None = None, seed: int = 0,
+                   calibration: Calibration | None = None, device: str | None = None,
+                   progress: bool = True, prelude: str = "") -> AuditRun:
+    """`audit` on subjects already loaded (the dashboard keeps them in its cache): `specs` names
+    where each came from (`M0`, `M1`, `Mr`, `facts`) for the manifest and the reproduction
+    command, which `prelude` (a command run first, e.g. the unlearning) precedes."""
+    command = ["workbench", "audit", "--original", str(specs["M0"]), "--edited",
+               str(specs["M1"]), "--facts", str(specs["facts"]), "--out", str(out), "--tier",
+               tier, "--seed", str(seed)]
+    command += ["--oracle", str(specs["Mr"])] if oracle is not None else []
     command += [x for m in modules or () for x in ("--module", m)]
-    run = run_audit(m0, m1, fs, out, oracle=mr, tier=tier, modules=modules, seed=seed,
-                    calibration=cal, specs={"M0": original, "M1": edited}
-                    | ({"Mr": oracle} if oracle else {}),
-                    command=shlex.join(command), progress=progress, device=device)
+    roles = {"M0": str(specs["M0"]), "M1": str(specs["M1"])}
+    roles |= {"Mr": str(specs["Mr"])} if oracle is not None else {}
+    run = run_audit(m0, m1, facts, out, oracle=oracle, tier=tier, modules=modules, seed=seed,
+                    calibration=calibration, specs=roles,
+                    command=(prelude + " && " if prelude else "") + shlex.join(command),
+                    progress=progress, device=device)
     from apps.report import render
 
     render(run.out)
     return run
+
+
+def config_sets(config: OperatorConfig) -> list[str]:
+    """The `--set key=value` arguments that rebuild `config` from its operator's defaults."""
+    default = type(config)()
+    sets = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name != "seed" and value != getattr(default, f.name):
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            sets.append(f"{f.name}={'none' if value is None else text}")
+    return sets
+
+
+def unlearn_then_audit(m0: Subject, operator: str, config: OperatorConfig, facts: FactSet,
+                       out: str | Path, oracle: Subject | None, specs: dict[str, str | None],
+                       tier: str = "quick", modules: Sequence[str] | None = None,
+                       seed: int = 0, calibration: Calibration | None = None,
+                       device: str | None = None, progress: bool = True) -> AuditRun:
+    """Unlearn `facts`' forget split from `m0` with `operator`, then audit the edit against it.
+    The edit is saved in `out/edit` and reused when its inputs (M0's weights, the facts, the
+    operator and its config) match those of an earlier run there. `specs`: as `audit_subjects`
+    (`M0`, `Mr`, `facts`)."""
+    from workbench.edits import cached_edit
+    from workbench.entities import with_entities
+    from workbench.models import fingerprint
+    from workbench.operators import get_operator
+
+    out = Path(out)
+    fs, _ = with_entities(facts)  # operators that read entities find them
+    key = {"model": fingerprint(m0), "facts": [f.to_json() for f in fs], "operator": operator,
+           "config": repr(config)}
+    op = get_operator(operator)
+    m1 = cached_edit(out / "edit", key, lambda: op.apply(m0, fs.forget, fs.retain, config),
+                     device)
+    sets = [x for s in config_sets(config) for x in ("--set", s)]
+    prelude = shlex.join(["workbench", "unlearn", "--model", str(specs["M0"]), "--facts",
+                          str(specs["facts"]), "--operator", operator, *sets, "--seed",
+                          str(config.seed), "--out", str(out / "edit")])
+    return audit_subjects(m0, m1, facts, out, oracle, specs | {"M1": str(out / "edit")}, tier,
+                          modules, seed, calibration, device, progress, prelude)

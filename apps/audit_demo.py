@@ -11,13 +11,10 @@ run only re-reads them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from apps.report import render
 from probes.audit import AuditRun, run_audit
@@ -47,29 +44,16 @@ def demo_facts(facts: FactSet, people: int = PEOPLE) -> FactSet:
                    f"forget people)", meta=dict(facts.meta))
 
 
-def _cached_edit(out: Path, key: dict[str, Any], make: Callable[[], Any],
-                 device: str | None) -> Subject:
-    """The edit saved in `out` when it was made from the same inputs, else a new one saved."""
-    from workbench.edits import load_edit_subject
-
-    tag = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    stamp = out / "demo_key.txt"
-    if stamp.exists() and stamp.read_text().strip() == tag:
-        return load_edit_subject(out, device=device)
-    edit = make()
-    edit.save(out)
-    stamp.write_text(tag + "\n")
-    return edit.subject
-
-
 def _edit(op: str, m0: Subject, facts: FactSet, out: Path, base_key: dict, device: str | None,
           seed: int) -> Subject:
+    from workbench.edits import cached_edit
     from workbench.operators import get_operator, make_config
 
     config = make_config(op, {}, seed=seed)
     key = base_key | {"operator": op, "config": repr(config)}
-    return _cached_edit(out, key, lambda: get_operator(op).apply(m0, facts.forget, facts.retain,
-                                                                 config), device)
+    return cached_edit(out, key, lambda: get_operator(op).apply(m0, facts.forget, facts.retain,
+                                                                config), device,
+                       stamp="demo_key.txt")
 
 
 def run_audit_demo(out: str | Path = "runs/demo", seed: int = 0, device: str | None = None,

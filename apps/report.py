@@ -12,13 +12,16 @@ from apps.figures import FIGURES, draw
 from probes.audit import AuditRun
 from workbench.atomic import write_text
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
-color:#222;padding:0 1em}
+# the verdict card's own rules (the dashboard shows the card inside its page: nothing global)
+CARD_STYLE = """
 .card{border-radius:10px;padding:1.2em 1.5em;margin-bottom:1.5em;border:2px solid #ccc}
 .removed{border-color:#2e7d32;background:#f1f8f1}.suppressed{border-color:#c62828;background:#fdf1f1}
 .not_unlearned{border-color:#6d6d6d;background:#f5f5f5}.damaged{border-color:#ef6c00;background:#fff5eb}
 .verdict{font-size:2em;font-weight:700;letter-spacing:.02em}
+"""
+STYLE = CARD_STYLE + """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:.3em .6em;
 text-align:left}th{background:#fafafa}.muted{color:#666}.S{color:#c62828}.r{color:#2e7d32}
 code,pre{background:#f6f6f6;padding:.2em .4em;border-radius:4px;white-space:pre-wrap}
@@ -42,7 +45,9 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _card(r: dict[str, Any]) -> str:
+def card_html(r: dict[str, Any]) -> str:
+    """The verdict card of a run's `report.json` document (styled by `CARD_STYLE`; the dashboard
+    shows the same card)."""
     spec = r["specs"]
     asked = (f"Did the edit <code>{_e(spec['M1']['spec'])}</code> remove the "
              f"{r['facts']['splits'].get('forget', 0)} forget facts of <code>"
@@ -86,9 +91,9 @@ def render(run_dir: str | Path) -> Path:
                      f"{_READ[f.reading]}'>{_e(f.reading)}</span> <span class='muted'>"
                      f"({f.seconds:.1f} s)</span></h3><p>{_e(f.reason)}</p>{body}")
     doc = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
-<title>Audit: {_e(r['verdict'])}</title><style>{_STYLE}</style>
+<title>Audit: {_e(r['verdict'])}</title><style>{STYLE}</style>
 <script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
-<h1>Unlearning audit</h1>{_card(r)}
+<h1>Unlearning audit</h1>{card_html(r)}
 <h2>Behaviour per split</h2><p class='muted'>greedy accuracy</p>{behaviour}
 <h2>Evidence</h2>{evidence}
 <h2>Findings</h2>{''.join(parts)}

@@ -7,7 +7,9 @@ interventions (a small JSON spec plus safetensors) and the spec of the base weig
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-from workbench.atomic import atomic_dir
+from workbench.atomic import atomic_dir, write_text
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError, one_line
 from workbench.inputs import read_json
 from workbench.models import Intervention, Subject, check_finite, load_subject
@@ -209,3 +211,19 @@ def attach_saved_interventions(directory: Path, doc: dict[str, Any], subject: Su
     edited.meta.update({"name": str(directory), "edit": doc, "chain": doc.get("chain", []),
                         "base": doc.get("base", subject.source)})
     return edited
+
+
+def cached_edit(out: Path, key: dict[str, Any], make: Callable[[], Edit],
+                device: torch.device | str | None = None, stamp: str = "edit_key.txt") -> Subject:
+    """The edited subject saved in `out` when it was made from the same inputs (`key`: anything
+    JSON-serialisable naming them, e.g. base model, facts, operator and config), else `make()`'s
+    edit, saved there with a stamp of `key` for next time."""
+    out = Path(out)
+    tag = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stamp_file = out / stamp
+    if stamp_file.exists() and stamp_file.read_text().strip() == tag:
+        return load_edit_subject(out, device=device)
+    edit = make()
+    edit.save(out)
+    write_text(stamp_file, tag + "\n")
+    return edit.subject
