@@ -86,10 +86,12 @@ def toy_seed() -> int:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Mark every test that reads the trained toy world `toyworld` (its science tests)."""
+    """Mark every test that reads the trained toy world `toyworld` (its science tests), and run
+    the notebooks (tests/notebooks) last, so the worlds other tests build are built once."""
     for item in items:
         if TOY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.toyworld)
+    items.sort(key=lambda item: item.path.parent.parts[-2:] == ("tests", "notebooks"))
 
 
 @pytest.fixture(scope="session")
