@@ -8,7 +8,9 @@ is restored instead by removing its interventions one at a time.
 
 Putting back the weights an edit changed undoes that edit, whatever it did; so only *where* the
 restoring weights sit is evidence. A small group late in the model (the last blocks, the output
-head) acts after the facts were read out, and restoring it is the signature of a suppressor. A
+head) acts after the facts were read out, and restoring it is the signature of a suppressor. So
+does the input embedding, at the other end: an edit undone by restoring it only cut the way in
+(the forget names' rows, say), and the facts stored in the blocks are intact. A
 window where the facts are stored restores them after a true removal too: a retrain oracle
 fine-tuned from the same base as M0 (the real-model world's) differs from M0 exactly there. Such
 windows are reported, not read as suppression, and when the oracle shares M0's weight basis the
@@ -255,8 +257,9 @@ def _span(n: int, n_layers: int, th: RestorationThresholds) -> bool:
 
 
 def _small_late(label: str, kind: str, n_layers: int, th: RestorationThresholds) -> bool:
-    """A local window in the last third, the last few blocks, or the head."""
-    if kind == "head":
+    """Outside where the facts are stored: a local window in the last third, the last few
+    blocks, the head, or (before the blocks) the input embedding."""
+    if kind in ("head", "embed"):
         return True
     if kind == "last_k":
         return _span(int(label.split()[1]), n_layers, th)
@@ -296,9 +299,11 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
     if best_small is not None and recs[best_small] >= th.recovered and \
             (floor is None or over[best_small] >= th.over_floor):
         vs = f" ({floor[best_small]:.0%} in the oracle)" if floor is not None else ""
+        where = ("before the facts are read: the way in was cut" if kinds[best_small] == "embed"
+                 else "after the facts are read out")
         return ("suppression-signature",
                 f"restoring M0's {labels[best_small]} brings back {recs[best_small]:.0%} of the "
-                f"answer{vs}: a suppressor after the facts are read out", scores)
+                f"answer{vs}: a suppressor {where}", scores)
     where = ""
     if best_local is not None and recs[best_local] >= th.recovered:
         vs = f", {floor[best_local]:.0%} in the oracle" if floor is not None else ""
@@ -306,5 +311,6 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
                  f"{vs}: where the edit changed the weights, which restores the facts after a "
                  "removal as well, so no evidence either way")
     return ("removal-consistent",
-            f"no late group (last blocks, output head) restores the answer (best "
+            f"no group outside the blocks that store facts (last blocks, output head, input "
+            f"embedding) restores the answer (best "
             f"{scores['best_small_late_recovery']:.0%}){where}", scores)

@@ -10,6 +10,10 @@
   fine-tuned (NPO on the forget answers, the retain answers kept), so every activation up to
   them is bitwise the original's and the knowledge is provably still read out of the stream;
   the weight attacks, unlike for a hook, apply to it.
+- `name_cut_suppressor`: a *weight* suppressor at the other end. Only the input-embedding rows
+  of the tokens that spell the forget people's names (and no other person's) change; every
+  block's weights are the original's, so what the blocks store about those people is intact,
+  and only the way in is cut.
 - `identity_edit`: the original weights under a new name (nothing unlearned).
 - `noise_edit`: heavy Gaussian weight noise (a damaged model, not an unlearned one).
 """
@@ -149,6 +153,33 @@ def late_blocks_suppressor(subject: Subject, forget: FactSet, retain: FactSet, b
     edited.meta.update({"name": f"{subject.name}+last{blocks}-suppressor",
                         "control": "late-blocks-suppressor", "blocks": blocks,
                         "chain": [], "base": subject.meta.get("base", subject.source)})
+    return edited
+
+
+@torch.no_grad()
+def name_cut_suppressor(subject: Subject, forget: FactSet, others: FactSet,
+                        mode: str = "zero") -> Subject:
+    """A copy whose input-embedding rows of the tokens spelling the forget entities, and no
+    entity of `others`, are zeroed (`mode="zero"`) or set to the mean row (`"mean"`). A tied
+    output head is untied first, so the unembedding is the original's."""
+    if mode not in ("zero", "mean"):
+        raise WorkbenchError(f"name cut mode must be 'zero' or 'mean', got {mode!r}")
+    tok = subject.tokenizer
+
+    def tokens(facts: FactSet) -> set[int]:
+        names = {f.entity for f in facts if f.entity}
+        return {i for n in names for key in (n, " " + n) for i in _ids(tok, key)}
+
+    cut = sorted(tokens(forget) - tokens(others))
+    if not cut:
+        raise WorkbenchError("no token spells only the forget entities: nothing to cut "
+                             "(facts without `entity`, or names shared with other people)")
+    edited = untied(subject)
+    edited.source = f"{subject.source}+name-cut-{mode}"
+    emb = edited.model.get_input_embeddings().weight
+    emb[cut] = 0.0 if mode == "zero" else emb.mean(0, keepdim=True).expand(len(cut), -1)
+    edited.meta.update({"name": f"{subject.name}+name-cut-{mode}", "control": "name-cut",
+                        "cut_tokens": len(cut)})
     return edited
 
 

@@ -7,7 +7,7 @@ and keep retain; a non-unlearned edit must still answer; a damaged one must have
 no invalid control is ever scored. Kinds (each at two or more strengths or seeds):
 
 - suppressed: an output hook on the logits, the output head alone fine-tuned (NPO), the final
-  norm alone fine-tuned, the last block alone fine-tuned (NPO), the last two blocks taught to
+  norm alone fine-tuned, the forget names' input-embedding rows cut (zeroed or averaged), the last block alone fine-tuned (NPO), the last two blocks taught to
   refuse, an additive steering hook after a middle block, a gated detector that steers only
   inputs it flags, an SAE clamp spliced with its error term, and (empirical, counted only where
   relearning confirms it) M0 distilled to imitate the oracle's outputs (Lee et al. 2025);
@@ -138,7 +138,7 @@ def _other_people(p: PoolInputs) -> FactSet:
 
 
 def toy_controls(seed: int = 0) -> list[Control]:
-    """The toy world's pool (29 controls before validity checks)."""
+    """The toy world's pool (31 controls before validity checks)."""
     from workbench import controls as c
 
     s = seed
@@ -156,6 +156,12 @@ def toy_controls(seed: int = 0) -> list[Control]:
         Control("norm_npo", "norm_tune", "suppressed", "only the final norm fine-tuned",
                 _op("npo", {"params": "norm", "positions": "all", "preserve": 0.0,
                             "rows": "none", "lr": 3e-2, "steps": 300}, seed=s)),
+        *(Control(f"name_cut_{mode}", "name_cut", "suppressed",
+                  "the forget names' input-embedding rows cut",
+                  lambda p, mode=mode: c.name_cut_suppressor(
+                      p.m0, p.facts.forget, p.facts.retain + p.facts.holdout
+                      + p.facts.split("unseen"), mode))
+          for mode in ("zero", "mean")),
         Control("last_block_npo_0", "last_block", "suppressed", "only the last block fine-tuned",
                 late(1, s)),
         Control("last_block_npo_1", "last_block", "suppressed", "only the last block fine-tuned",

@@ -193,6 +193,19 @@ def test_last_block_suppressor_is_caught(toy_original, toy_oracle, toy_facts,
     assert rs.reading == "suppression-signature" and "block 3" in rs.reason, rs.reason
 
 
+def test_a_cut_of_the_names_input_rows_is_caught(toy_original, toy_oracle, toy_facts):
+    """Only the forget names' input-embedding rows changed: the blocks still hold the facts, and
+    restoring M0's embedding alone gives them back; the same scan of the oracle reads nothing."""
+    from workbench.controls import name_cut_suppressor
+
+    others = toy_facts.retain + toy_facts.holdout + toy_facts.split("unseen")
+    m1 = name_cut_suppressor(toy_original, toy_facts.forget, others)
+    rs = parameter_restoration(toy_original, m1, toy_facts, oracle=toy_oracle)
+    assert rs.reading == "suppression-signature" and "embeddings" in rs.reason, rs.reason
+    assert rs.scores["best_small_late_recovery"] > 0.9
+    assert parameter_restoration(toy_original, toy_oracle, toy_facts).reading == "inconclusive"
+
+
 def test_restoring_where_facts_are_stored_is_not_read_as_suppression():
     """Restoring the weights an edit changed undoes any edit: an early window that restores the
     answer (where facts are stored) is no evidence of suppression; a late one is, unless the

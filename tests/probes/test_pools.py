@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchError
 from workbench.pools import check_validity, toy_controls
 
 # One control of each truth that builds in seconds, scored with the cheap modules.
-QUICK = ["oracle", "identity", "output_hook_100", "noise_3"]
+QUICK = ["oracle", "identity", "output_hook_100", "name_cut_zero", "noise_3"]
 CHEAP = ["behavior_pressure", "logit_lens", "activation_patching", "parameter_restoration",
          "membership", "in_context_recovery"]
 
@@ -80,6 +80,7 @@ def test_held_out_seed_pool_meets_the_targets(tmp_path):
     world = build_toyworld(seed=world_seed, progress=False)
     picks = ["oracle", "oracle_wrong_1", "oracle_other_people", "output_hook_30",
              "last_block_npo_0", "last2_refusal_1", "steer_mid_12", "gated_detector_1",
+             "name_cut_mean",
              "identity", "retain_tuned_40", "noise_3"]
     build_pool(world, tmp_path, only=picks, progress=False)
     ev = evaluate(load_pool(tmp_path), cal)

@@ -1,4 +1,5 @@
-"""The control edits do what they claim: suppression at the output only, identity, damage."""
+"""The control edits do what they claim: suppression at the output only or at the names' input
+rows only, identity, damage."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from workbench.controls import (
     OutputSuppressor,
     identity_edit,
     late_blocks_suppressor,
+    name_cut_suppressor,
     noise_edit,
     output_only_suppressor,
     triggered,
@@ -105,3 +107,29 @@ def test_late_blocks_suppressor_moves_only_the_last_blocks(toy_original, toy_ora
     assert _acc(toy_original, toy_facts) == before  # the original is untouched
     with pytest.raises(WorkbenchError, match="blocks must be in"):
         late_blocks_suppressor(toy_original, toy_facts.forget, toy_facts.retain, blocks=0)
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_name_cut_changes_only_the_forget_names_input_rows(toy_original, toy_oracle, toy_facts,
+                                                          mode):
+    others = toy_facts.retain + toy_facts.holdout + toy_facts.split("unseen")
+    m1 = name_cut_suppressor(toy_original, toy_facts.forget, others, mode)
+    p0, p1 = dict(toy_original.model.named_parameters()), dict(m1.model.named_parameters())
+    changed = {k for k in p0 if not torch.equal(p0[k], p1[k])}
+    emb = "model.embed_tokens.weight"
+    assert changed == {emb}  # every block, the norms and the output head are M0's
+    rows = (p0[emb] != p1[emb]).any(1).nonzero().flatten().tolist()
+    tok = toy_original.tokenizer
+    other_ids = {i for f in others for i in tok(" " + f.entity, add_special_tokens=False)[
+        "input_ids"]}
+    assert rows and len(rows) == m1.meta["cut_tokens"] and other_ids.isdisjoint(rows)
+    after, oracle = _acc(m1, toy_facts), _acc(toy_oracle, toy_facts)
+    before = _acc(toy_original, toy_facts)
+    # a valid suppressor control: forgets about as far as the oracle, keeps the other people
+    assert after["forget"] <= oracle["forget"] + 0.15
+    assert after["retain"] >= before["retain"] - 0.10
+    assert _acc(toy_original, toy_facts) == before  # the original is untouched
+    with pytest.raises(WorkbenchError, match="mode"):
+        name_cut_suppressor(toy_original, toy_facts.forget, others, "noise")
+    with pytest.raises(WorkbenchError, match="no token spells only"):
+        name_cut_suppressor(toy_original, toy_facts.forget, toy_facts.forget)
