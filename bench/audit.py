@@ -1,0 +1,99 @@
+"""How long an audit takes and how much memory it holds, per world and tier, with each module's
+share of the time. Each audit runs in a fresh process (so its peak resident memory is its own)
+on a new run directory (nothing resumed); the edited model is the world's retrain oracle unless
+`--edited` names a saved edit. Peak memory is set beside one model's weights (the issue's target:
+at most 3x), and beside the floor of Python + torch + the audit's models held at once.
+
+    python bench/audit.py                                   # toy world, quick and full
+    python bench/audit.py --worlds toy people --tiers quick
+
+Writes `bench/results/audit.json`, one entry per set of options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from results_io import relative, write_results  # bench/results_io.py, next to this script
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS_S = {("toy", "quick"): 30, ("toy", "full"): 180, ("people", "quick"): 180,
+             ("people", "full"): 900}
+
+# Run in the child: load, audit, and print what it measured as one JSON line.
+CHILD = r"""
+import json, resource, sys, time
+import torch
+world_kind, tier, edited, out = sys.argv[1:5]
+t0 = time.perf_counter()
+if world_kind == "toy":
+    from workbench.toyworld import build_toyworld
+    world = build_toyworld(progress=False)
+else:
+    from workbench.pretrained_world import build_pretrained_world
+    world = build_pretrained_world(progress=False)
+base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from apps.audit import audit
+run = audit(str(world.original_dir), edited or str(world.oracle_dir), str(world.facts_path), out,
+            oracle=str(world.oracle_dir), tier=tier, progress=False)
+weights = sum(p.numel() * p.element_size() for p in world.original(device="cpu").model.parameters())
+print("RESULT " + json.dumps({
+    "seconds": round(time.perf_counter() - t0, 1),
+    "audit_seconds": run.report["timings"]["total_s"],
+    "findings_s": run.report["timings"]["findings_s"],
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "start_rss_mb": base_rss / 1024, "weights_mb": weights / 2**20,
+    "verdict": run.verdict.verdict, "removal_score": run.verdict.removal_score,
+    "n_facts": run.report["facts"]["n"] if isinstance(run.report.get("facts"), dict) else None}))
+"""
+
+
+def one(world: str, tier: str, edited: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-c", CHILD, world, tier, edited or "", str(Path(tmp) / "run")]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        raise SystemExit(f"the {world} {tier} audit failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(line[len("RESULT "):])
+    total = sum(r["findings_s"].values()) or 1.0
+    r["share"] = {k: round(v / total, 3) for k, v in sorted(r["findings_s"].items(),
+                                                            key=lambda kv: -kv[1])}
+    r["peak_over_weights"] = round(r["peak_rss_mb"] / r["weights_mb"], 2)
+    r["target_s"] = TARGETS_S.get((world, tier))
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worlds", nargs="+", default=["toy"], choices=["toy", "people"])
+    ap.add_argument("--tiers", nargs="+", default=["quick", "full"], choices=["quick", "full"])
+    ap.add_argument("--edited", default=None, help="a saved edit to audit (default: the oracle)")
+    args = ap.parse_args()
+    rows = {}
+    for world in args.worlds:
+        for tier in args.tiers:
+            t = time.perf_counter()
+            rows[f"{world}/{tier}"] = r = one(world, tier, args.edited)
+            print(f"{world:>7} {tier:>5}: audit {r['audit_seconds']:7.1f} s (target "
+                  f"{r['target_s']} s), process {r['seconds']:7.1f} s, peak {r['peak_rss_mb']:6.0f}"
+                  f" MB = {r['peak_over_weights']:.1f}x one model's weights "
+                  f"({r['weights_mb']:.0f} MB), verdict {r['verdict']} "
+                  f"({r['removal_score']:.2f}) [{time.perf_counter() - t:.0f} s]", flush=True)
+            top = list(r["share"].items())[:4]
+            print("         largest shares: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
+    path = write_results("audit", vars(args), {"runs": rows, "threads": os.environ.get(
+        "OMP_NUM_THREADS", "default")})
+    print(f"written to {relative(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
