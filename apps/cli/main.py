@@ -6,6 +6,7 @@ import typer
 
 from apps.cli import (
     audit,
+    dashboard,
     demo,
     evaluate,
     facts,
@@ -29,6 +30,7 @@ app.command("operators")(operators.operators)
 app.command("unlearn")(unlearn.unlearn)
 app.command("probe")(probe.probe)
 app.command("audit")(audit.audit)
+app.command("app")(dashboard.app_command)
 app.add_typer(facts.app, name="facts")
 app.add_typer(world.app, name="world")
 # the old name of `world`, kept so scripts that call it keep working
