@@ -64,6 +64,15 @@ def answer_rank_by_layer(subject: Subject, facts: FactSet, device: str | None = 
     return _lens(subject, facts, layers)[0]
 
 
+def answer_lens_by_layer(subject: Subject, facts: FactSet, layers: Sequence[int] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Vocabulary rank (0 = top) and probability of each answer's first token read at every
+    layer: two [layers, facts] arrays (the dashboard's heatmap shows either)."""
+    layers = list(range(subject.n_layers)) if layers is None else list(layers)
+    rank, prob, _ = _lens(subject, facts, layers)
+    return rank, prob
+
+
 def _lens(subject: Subject, facts: FactSet, layers: list[int], cands: list[list[int]] | None = None,
           batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rank [L, n], probability [L, n], read [L, n] bool) for `facts` at `layers`."""
