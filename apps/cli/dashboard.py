@@ -3,6 +3,7 @@ unless told otherwise."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ def streamlit_command(host: str, port: int, runs: Path) -> list[str]:
     """The argument list that starts the dashboard (never a shell string)."""
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
             "--server.address", host, "--server.port", str(port),
-            "--browser.gatherUsageStats", "false", "--", "--runs", str(runs)]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+            # pages give back the values Streamlit drops on a page change (common.py)
+            "--global.disableWidgetStateDuplicationWarning", "true",
+            "--", "--runs", str(runs)]
 
 
 @handles_errors(quiet=False)
@@ -39,8 +43,12 @@ def app_command(
         err.print(f"[yellow]warning:[/] listening on {host}: anyone who reaches this address "
                   f"can run models and write under {runs}")
     err.print(f"dashboard: http://{host}:{port}  (runs folder {runs.resolve()}; Ctrl+C stops)")
+    proc = subprocess.Popen(streamlit_command(host, port, runs))
+    # a stop asked of this command stops the server too (Ctrl+C reaches both by itself)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
-        code = subprocess.call(streamlit_command(host, port, runs))
+        code = proc.wait()
     except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+        proc.terminate()
+        code = proc.wait()
+    raise typer.Exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)

@@ -87,6 +87,27 @@ def _build_world(name: str, seed: int) -> Path:
     return build_pretrained_world(config=PeopleConfig(seed=seed), progress=False).root
 
 
+# keys of widgets whose value cannot be set through st.session_state (buttons, uploads, chart
+# selections): the pages name them with these endings
+_ACTIONS = (".run", ".open", ".patch", ".clamp", ".upload", ".grid", "build_world")
+_KEPT = "kept_widget_values"
+
+
+def keep_widget_values(page: str) -> None:
+    """Streamlit drops the values of the widgets a run does not draw (another page's) before
+    the run starts. Called first in every run, this notes the values of the widgets drawn (the
+    browser sends them with each run) and gives back those of `page` (the prefix of the keys
+    of the page drawn now) that were dropped, so every page's form stays as the user left it.
+    They must be given back in the run that draws them: the browser shows a value set through
+    st.session_state only then."""
+    kept = st.session_state.setdefault(_KEPT, {})
+    kept.update({k: v for k, v in st.session_state.items()
+                 if "." in k and not k.endswith(_ACTIONS) and not k.startswith("job:")})
+    for k, v in kept.items():
+        if k.startswith(page) and k not in st.session_state:
+            st.session_state[k] = v
+
+
 def sidebar() -> Context:
     """Draw the sidebar (the entry point draws it once for every page) and return its choice."""
     from workbench.worlds import World, is_complete

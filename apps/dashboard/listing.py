@@ -70,12 +70,14 @@ def keep(rows: list[dict[str, Any]], kinds: list[str], verdicts: list[str],
 
 def side_by_side(runs: Path, names: list[str]) -> list[dict[str, Any]]:
     """Audits as columns: verdict, scores, accuracy per model and split, each module's
-    reading (a row per quantity)."""
+    reading and headline figure (a row per quantity, values as text)."""
     reports = {n: read_json(runs / n / "report.json") for n in names}
     rows: dict[str, dict[str, Any]] = {}
 
     def put(what: str, name: str, value: Any) -> None:
-        rows.setdefault(what, {"": what})[name] = _fmt(value)
+        # as text: a column mixes verdicts, numbers and specs (a table column has one type)
+        text = f"{value:.3f}" if isinstance(value, float) else "" if value is None else str(value)
+        rows.setdefault(what, {"": what})[name] = text
 
     for n, r in reports.items():
         for key in ("verdict", "removal_score", "confidence", "tier", "calibration"):

@@ -262,7 +262,7 @@ def test_runs_lists_filters_and_compares_without_a_model(unlearned, audited, run
     at.multiselect(key="rn.compare").set_value(["audits/oracle", "audits/oracle-copy"]).run()
     side = at.dataframe[1].value.set_index("")
     score = f"{audited[1].result.verdict.removal_score:.3f}"
-    assert [str(v) for v in side.loc["removal score"]] == [score, score]
+    assert list(side.loc["removal score"]) == [score, score]
     assert set(side.loc["verdict"]) == {"removed"}
 
 
@@ -280,3 +280,7 @@ def test_the_entry_point_serves_every_page_with_one_sidebar(runs, toyworld):
         assert at.title[0].value == title
         assert at.sidebar.radio(key="world").value == W  # the sidebar's choice persists
         assert at.sidebar.text_input(key="runs").value == str(runs)
+        if view == "audit":  # a choice made on a page is still there when the user comes back
+            at.radio(key=f"au.m1.source.{W}").set_value("world oracle").run()
+    clean(at.switch_page("views/audit.py").run())
+    assert at.radio(key=f"au.m1.source.{W}").value == "world oracle"
