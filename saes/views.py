@@ -142,7 +142,8 @@ def rates_figure(stats: Sequence[FeatureStat]) -> go.Figure:
     fig = go.Figure([go.Bar(name="forget", x=names, y=[s.forget_rate for s in stats]),
                      go.Bar(name="retain", x=names, y=[s.retain_rate for s in stats])])
     fig.update_layout(barmode="group", title="firing rate on forget vs retain prompt tokens",
-                      xaxis_title="feature", yaxis_title="fraction of tokens")
+                      xaxis_title="feature", yaxis_title="fraction of tokens",
+                      xaxis_type="category")  # feature ids are names, not a number line
     return fig
 
 
