@@ -299,31 +299,34 @@ def config_form(operator: str, key: str) -> dict[str, Any]:
     cls = get_operator(operator).config_cls
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for spec in field_specs(cls):
+    specs = field_specs(cls)
+    cols = st.columns(3)
+    for i, spec in enumerate(specs):
+        col = cols[i % 3]  # fields fill three columns, row by row
         k, bounds = f"{key}.{operator}.{spec.name}", dict(spec.bounds)
         optional = type(None) in typing.get_args(hints[spec.name])
         if spec.choices is not None:
             options = [*spec.choices, *([None] if optional else [])]
-            values[spec.name] = st.selectbox(spec.name, options, key=k, help=spec.doc,
-                                             index=options.index(spec.default),
-                                             format_func=_as_text)
+            values[spec.name] = col.selectbox(spec.name, options, key=k, help=spec.doc,
+                                              index=options.index(spec.default),
+                                              format_func=_as_text)
         elif spec.type == "bool":
-            values[spec.name] = st.checkbox(spec.name, value=bool(spec.default), key=k,
-                                            help=spec.doc)
+            values[spec.name] = col.checkbox(spec.name, value=bool(spec.default), key=k,
+                                             help=spec.doc)
         elif spec.type == "int":
-            values[spec.name] = int(st.number_input(
+            values[spec.name] = int(col.number_input(
                 spec.name, value=int(spec.default), step=1, key=k, help=spec.doc,
                 min_value=int(bounds[">="]) if ">=" in bounds else None,
                 max_value=int(bounds["<="]) if "<=" in bounds else None))
         elif spec.type == "float":
-            values[spec.name] = float(st.number_input(
+            values[spec.name] = float(col.number_input(
                 spec.name, value=float(spec.default), step=_step(spec.default), format="%g",
                 key=k, help=spec.doc, min_value=float(bounds[">="]) if ">=" in bounds else None,
                 max_value=float(bounds["<="]) if "<=" in bounds else None))
         else:  # tuples, optionals, strings: text read by `workbench.options.parse_value`
-            values[spec.name] = st.text_input(f"{spec.name} ({spec.type})",
-                                              value=_as_text(spec.default), key=k,
-                                              help=spec.doc)
+            values[spec.name] = col.text_input(f"{spec.name} ({spec.type})",
+                                               value=_as_text(spec.default), key=k,
+                                               help=spec.doc)
     return values
 
 

@@ -33,10 +33,12 @@ def curves(job: jobs.Job) -> None:
         for split in ("forget", "retain"):
             if split in e.metrics:
                 xs, ys = acc.setdefault(f"{op}: {split}", ([], []))
-                xs.append(e.done), ys.append(e.metrics[split])
+                xs.append(e.done)
+                ys.append(e.metrics[split])
         if "loss" in e.metrics:
             xs, ys = loss.setdefault(op, ([], []))
-            xs.append(e.done), ys.append(e.metrics["loss"])
+            xs.append(e.done)
+            ys.append(e.metrics["loss"])
     left, right = st.columns(2)
     if acc:
         left.plotly_chart(charts.lines(acc, "Teacher-forced accuracy while training", "step",
