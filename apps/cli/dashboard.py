@@ -4,10 +4,13 @@ unless told otherwise."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,6 +31,35 @@ def streamlit_command(host: str, port: int, runs: Path) -> list[str]:
             "--", "--runs", str(runs)]
 
 
+def serve(host: str, port: int, runs: Path, **popen: Any) -> subprocess.Popen:
+    """Start the dashboard's server in the background (`popen`: `subprocess.Popen` options)."""
+    return subprocess.Popen(streamlit_command(host, port, runs), **popen)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (for tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> float:
+    """Seconds until Streamlit's health endpoint at `url` answers `ok`; raises if `proc` (the
+    server, or what started it) exits first or `timeout` passes."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise WorkbenchError(f"the dashboard exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise WorkbenchError(f"{url} did not answer its health check within {timeout} s")
+
+
 @handles_errors(quiet=False)
 def app_command(
     host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")]
@@ -43,12 +75,14 @@ def app_command(
         err.print(f"[yellow]warning:[/] listening on {host}: anyone who reaches this address "
                   f"can run models and write under {runs}")
     err.print(f"dashboard: http://{host}:{port}  (runs folder {runs.resolve()}; Ctrl+C stops)")
-    proc = subprocess.Popen(streamlit_command(host, port, runs))
+    proc = serve(host, port, runs)
     # a stop asked of this command stops the server too (Ctrl+C reaches both by itself)
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    before = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         code = proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
         code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, before)
     raise typer.Exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)

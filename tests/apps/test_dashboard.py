@@ -3,6 +3,7 @@ world, their results checked against what the library says of the same models.""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -284,3 +285,38 @@ def test_the_entry_point_serves_every_page_with_one_sidebar(runs, toyworld):
             at.radio(key=f"au.m1.source.{W}").set_value("world oracle").run()
     clean(at.switch_page("views/audit.py").run())
     assert at.radio(key=f"au.m1.source.{W}").value == "world oracle"
+
+
+def test_no_page_writes_by_accident():
+    """Streamlit's "magic" writes every bare expression of a page script but a call (a tuple of
+    calls included): a page must hold none but its docstrings."""
+    for path in [*VIEWS.glob("*.py"), VIEWS.parent / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call):
+                assert isinstance(node.value, ast.Constant) and isinstance(node.value.value,
+                                                                           str), (
+                    f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+
+
+def test_workbench_app_starts_streamlit_without_a_shell(monkeypatch):
+    from typer.testing import CliRunner
+
+    from apps.cli import app, dashboard
+
+    started = []
+
+    class Server:
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(dashboard, "serve", lambda *a, **k: started.append(a) or Server())
+    res = CliRunner().invoke(app, ["app", "--host", "0.0.0.0", "--port", "8600", "--runs", "r"])
+    assert res.exit_code == 0, res.output
+    assert "warning: listening on 0.0.0.0" in res.output  # not this machine only: said so
+    assert started == [("0.0.0.0", 8600, Path("r"))]
+    cmd = dashboard.streamlit_command("127.0.0.1", 8600, Path("r"))
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[-3:] == ["--", "--runs", "r"]
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    res = CliRunner().invoke(app, ["app", "--port", "70000"])
+    assert res.exit_code == 2 and "--port must be in 1..65535" in res.output
+    assert "Traceback" not in res.output and len(started) == 1

@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from apps.cli.dashboard import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "runs" / "test-artifacts" / "dashboard"
@@ -27,36 +27,16 @@ PAGES = [("Model & facts", "model_facts"), ("Unlearn", "unlearn"), ("Audit", "au
          ("Internals", "internals"), ("SAE features", "sae"), ("Runs", "runs")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> float:
-    """Seconds until Streamlit's health endpoint answers `ok` (fails if the app dies first)."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        assert proc.poll() is None, f"`workbench app` exited with code {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().decode().strip() == "ok":
-                    return time.perf_counter() - t0
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not healthy within {timeout} s")
-
-
 @pytest.fixture
 def app_url(toyworld, tmp_path) -> Iterator[str]:
     """`workbench app` on a free port with a fresh runs folder; stopped afterwards."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "apps.cli", "app", "--port", str(port),
-                             "--runs", str(tmp_path / "runs")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = tmp_path / "app.log"  # a file, not a pipe: a full pipe would stall the server
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "apps.cli", "app", "--port", str(port),
+                                 "--runs", str(tmp_path / "runs")], cwd=ROOT, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
@@ -68,7 +48,7 @@ def app_url(toyworld, tmp_path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the group this fixture started, by its id
             proc.wait()
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        out = log.read_text(errors="replace")
         assert "Traceback" not in out, out[-3000:]
 
 
