@@ -25,7 +25,10 @@ from workbench.errors import WorkbenchError, one_line
 from workbench.progress import Report, listening
 
 _QUEUE = threading.Lock()
-POLL_S = 0.5
+# The page polls a job often while it is young (short jobs show their result at once), then
+# rarely: every poll reruns a fragment in the server and redraws in the browser, which slows a
+# long job down on a small machine (bench/dashboard.py weighs the page's audit against the CLI's).
+FAST_S, SLOW_S, FAST_FOR_S = 0.5, 2.0, 4.0
 
 
 def error_text(e: BaseException) -> str:
@@ -128,20 +131,30 @@ def follow(name: str, live: Callable[[Job], None] | None = None) -> Job | None:
     if job is None:
         return None
     if not job.done:
-        _poll(name, live)
+        young = time.perf_counter() - job.queued < FAST_FOR_S
+        (_poll_often if young else _poll_rarely)(name, live, young)
         return None
     if job.error:
         st.error(job.error)
     return job
 
 
-@st.fragment(run_every=POLL_S)
-def _poll(name: str, live: Callable[[Job], None] | None) -> None:
+@st.fragment(run_every=FAST_S)
+def _poll_often(name: str, live: Callable[[Job], None] | None, young: bool) -> None:
+    _draw(name, live, young)
+
+
+@st.fragment(run_every=SLOW_S)
+def _poll_rarely(name: str, live: Callable[[Job], None] | None, young: bool) -> None:
+    _draw(name, live, young)
+
+
+def _draw(name: str, live: Callable[[Job], None] | None, young: bool) -> None:
     job = get(name)
     if job is None:
         return
-    if job.done:
-        st.rerun()
+    if job.done or (young and time.perf_counter() - job.queued >= FAST_FOR_S):
+        st.rerun()  # the results, or a slower poll for a long job
     if job.started is None:
         st.info(f"{job.title}: waiting for the job before it to finish")
         return
