@@ -10,11 +10,12 @@ from __future__ import annotations
 import codecs
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError, one_line
+
+if TYPE_CHECKING:  # torch takes a second to import; reading text and JSON needs none of it
+    import torch
 
 ErrorType = type[WorkbenchError]
 
@@ -97,6 +98,7 @@ def read_tensors(path: str | Path, error: ErrorType = WorkbenchError,
                  required: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; `error` if it is unreadable, lacks a `required`
     tensor, or holds NaN or infinite values."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
