@@ -2,7 +2,9 @@
 
 `fit` reads scored pools (`probes.pools.load_pool`): the behaviour cuts sit halfway between the
 classes they separate, and the evidence model is an L2 logistic regression (scikit-learn) of
-removed against suppressed on the modules' readings. `evaluate` applies a calibration to pools
+removed against suppressed on the modules' readings, whose decision boundary is then moved to sit
+halfway between the two classes' evidence too (the intercept), so that a removal score of 0.5
+is the middle of the gap the pool leaves, not wherever the regularised fit put it. `evaluate` applies a calibration to pools
 it never saw: the confusion matrix, verdict accuracy, and the ROC AUC of `removal_score` between
 removers and suppressors. `faithfulness` is the meta-evaluation's per-module AUC.
 """
@@ -35,7 +37,8 @@ def _cut(below: Sequence[float], above: Sequence[float], what: str) -> float:
 def _signed_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Logistic-regression weights where a suppression reading can only lower the removal score.
 
-    No intercept: with no evidence the score is 0.5 (confidence 0) whatever the pool's mix. A
+    No intercept here: the weights say how much each reading counts, and `_boundary` places the
+    cut afterwards from where the pool's two classes lie, not from the pool's mix. A
     module whose fitted weight comes out with the wrong sign (its suppression reading would push
     towards `removed`, an artefact of a small pool) is given weight 0 and the rest refitted;
     scikit-learn has no sign-constrained logistic regression, hence this loop."""
@@ -51,6 +54,16 @@ def _signed_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             break
         keep &= w <= 0
     return w
+
+
+def _boundary(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """The intercept that puts the decision boundary halfway between the suppressors' largest and
+    the removers' smallest evidence `x @ w` (0 when the pool's evidence does not separate them)."""
+    z = x @ w
+    sup, rem = z[y == 0], z[y == 1]
+    if not len(sup) or not len(rem) or sup.max() >= rem.min():
+        return 0.0
+    return -float(sup.max() + rem.min()) / 2
 
 
 def fit(entries: Sequence[PoolEntry], version: str | None = None,
@@ -72,12 +85,13 @@ def fit(entries: Sequence[PoolEntry], version: str | None = None,
     x = np.stack([features(e.findings, names) for e in pair])
     y = np.array([e.truth == "removed" for e in pair], dtype=int)
     weights = _signed_fit(x, y)
+    intercept = _boundary(x, y, weights)
     worlds = sorted({e.world for e in entries})
     stamp = dt.date.today().isoformat()
     return Calibration(
         version=version or f"1+{'+'.join(worlds)}+{stamp}", features=names,
         weights=tuple(round(float(w), 6) for w in weights),
-        intercept=0.0, not_unlearned_below=round(drop_cut, 6),
+        intercept=round(float(intercept), 6), not_unlearned_below=round(drop_cut, 6),
         damaged_below=round(kept_cut, 6),
         fitted_on={"pools": worlds, "n_controls": len(entries),
                    "by_truth": {t: sum(e.truth == t for e in entries) for t in VERDICTS},

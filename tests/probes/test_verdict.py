@@ -109,5 +109,26 @@ def test_fit_separates_a_pool_and_refuses_an_incomplete_one():
         fit(pool[:6], "t")
 
 
+def test_fit_puts_the_boundary_halfway_between_the_classes():
+    """An unbalanced pool: suppressors that read suppression everywhere, and removers that all
+    read removal but for one module; the 0.5 score sits midway between the two groups."""
+    import numpy as np
+
+    from probes.verdict import features
+
+    sup = {n: "suppression-signature" for n in MODULES}
+    rem = {n: "removal-consistent" for n in MODULES} | {MODULES[0]: "suppression-signature"}
+    pool = ([_entry(f"s{i}", "suppressed", sup) for i in range(5)]
+            + [_entry(f"r{i}", "removed", rem) for i in range(2)]
+            + [_entry("id", "not_unlearned", sup, forget1=1.0),
+               _entry("noise", "damaged", rem, retain1=0.1)])
+    cal = fit(pool, "t")
+    w = np.array(cal.weights)
+    z_sup, z_rem = (float(w @ features(e.findings, cal.features)) for e in (pool[0], pool[5]))
+    assert cal.intercept == pytest.approx(-(z_sup + z_rem) / 2, abs=1e-5)
+    assert decide(pool[0].findings, cal).removal_score < 0.5 < decide(pool[5].findings,
+                                                                         cal).removal_score
+
+
 def test_auc_counts_ties_half():
     assert auc([1, 2], [0]) == 1.0 and auc([0], [1]) == 0.0 and auc([1], [1]) == 0.5
