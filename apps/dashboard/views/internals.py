@@ -76,6 +76,8 @@ def show(view, specs: tuple[str, str]) -> None:
         st.caption("M1's answer log-prob with M0's resid_post put in at one (layer, token): the "
                    "share of the M0 - M1 gap it closes (1 = M0's answer back). Click a cell "
                    "or choose it below.")
+        if np.isnan(view.recovery).all():
+            st.info("M0 and M1 give the answer the same log-prob: there is no gap to recover.")
         event = st.plotly_chart(charts.heatmap(view.recovery, toks, layers, "Patching M0 -> M1",
                                                "recovery", zmin=0, zmax=1, x_title="token",
                                                y_title="layer", clickable=True),
@@ -112,7 +114,7 @@ def patch_cell(view, specs: tuple[str, str], toks: list[str]) -> None:
     rec = view.recovery[p.layer, p.position]
     st.markdown(f"**Layer {p.layer}, token {toks[p.position]}** (recovery "
                 f"{'n/a' if np.isnan(rec) else f'{rec:.2f}'}): M1 continues with "
-                f"`{p.continuation}` (unpatched: `{p.unpatched_continuation}`); answer "
+                f"`{p.continuation!r}` (unpatched: `{p.unpatched_continuation!r}`); answer "
                 f"log-prob {p.answer_logprob:.2f}")
     st.dataframe([{"rank": i + 1, "patched M1": t, "p": round(pr, 4), "M1": u,
                    "p (M1)": round(q, 4)}
