@@ -144,6 +144,9 @@ def test_audit_of_the_oracle_reads_removed(audited):
     clean(at)
     run = job.result
     assert run.verdict.verdict == "removed" and run.verdict.removal_score > 0.5
+    steps = job.of("audit")  # per-module progress, one unit per module and one for behaviour
+    assert [e.done for e in steps] == list(range(len(run.findings) + 2))
+    assert [e.metrics.get("module") for e in steps[1:-1]] == list(run.findings)
     card = " ".join(h.value for h in at.html)
     assert "REMOVED" in card and "removal score" in card
     labels = {e.label.split(":")[0] for e in at.expander}
