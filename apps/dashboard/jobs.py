@@ -104,12 +104,8 @@ def start(name: str, title: str, fn: Callable[[], Any]) -> Job:
     job = Job(title)
     thread = threading.Thread(target=contextvars.copy_context().run, args=(job._run, fn),
                               name=f"workbench-{name}", daemon=True)
-    try:  # st.cache_resource (the model cache) works inside the thread with the session's context
-        from streamlit.runtime.scriptrunner import add_script_run_ctx
-
-        add_script_run_ctx(thread)
-    except ImportError:  # pragma: no cover - older or newer Streamlit layouts
-        pass
+    # No script-run context is attached: st.cache_resource (the model cache) works without one,
+    # and with one a wait on the cache's lock could stop the job when the page reruns.
     job.thread = thread
     st.session_state[_key(name)] = job
     thread.start()
