@@ -83,10 +83,12 @@ class Job:
             try:
                 with listening(self.events.append):
                     self.result = fn()
-            except Exception as e:  # the page shows one line; the console keeps the traceback
+            except BaseException as e:  # the page shows one line; the console the traceback
                 self.error = error_text(e)
                 if not isinstance(e, WorkbenchError):
                     traceback.print_exc(file=sys.stderr)
+                if not isinstance(e, Exception):  # e.g. SystemExit: not the job's to swallow
+                    raise
             finally:
                 self.finished = time.perf_counter()
 
