@@ -90,6 +90,17 @@ def test_a_bad_fact_file_names_its_line(runs, toyworld, tmp_path, how):
     assert at.button(key="mf.run").disabled
 
 
+def test_a_model_that_does_not_load_is_one_line_on_the_page(runs, toyworld, tmp_path):
+    at = page("model_facts", runs, toyworld)
+    at.radio(key=f"mf.source.{W}").set_value("path or hub id").run()
+    at.text_input(key="mf.path").input(str(tmp_path / "no-such-model")).run()
+    job = at.button(key="mf.run").click().run().session_state["job:model_facts"].wait(60)
+    at.run()
+    errors = [e.value for e in at.error]
+    assert job.error is not None and errors == [job.error]
+    assert "no-such-model" in errors[0] and "\n" not in errors[0] and not at.exception
+
+
 # ----- Unlearn ---------------------------------------------------------------------------------
 
 def test_unlearn_refuses_a_bad_value_before_any_work(runs, toyworld):
