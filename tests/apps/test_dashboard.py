@@ -179,6 +179,10 @@ def test_a_fresh_session_redraws_the_run_from_disk(audited, runs, toyworld, monk
     card = " ".join(h.value for h in at.html)
     assert "REMOVED" in card
     assert f"removal score {audited[1].result.verdict.removal_score:.2f}" in card
+    assert at.get("plotly_chart") == []  # a figure is drawn when its finding is opened
+    at.session_state["au.past_run.exp.activation_patching"] = True
+    clean(at.run())
+    assert [c.key for c in at.get("plotly_chart")] == ["au.past_run.fig.activation_patching"]
 
 
 def test_audit_unlearns_first_and_reuses_the_edit(runs, toyworld):

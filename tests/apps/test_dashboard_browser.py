@@ -104,6 +104,9 @@ def test_audit_from_the_browser_and_a_screenshot_of_every_page(app_url):
             # one expander per finding of the quick tier (the page may still be drawing them)
             page.wait_for_function("() => document.querySelectorAll("
                                    "'[data-testid=\"stExpander\"]').length >= 6")
+            page.get_by_text("activation_patching: removal-consistent").click()  # open it ...
+            page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)  # ... its figure
+            idle(page)
             for title, name in PAGES:
                 sidebar.get_by_role("link", name=title).click()
                 page.get_by_role("heading", name=title).wait_for()

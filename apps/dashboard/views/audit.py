@@ -49,14 +49,16 @@ def show_run(run, key: str) -> None:
                    "value": e["value"], "push on the score": round(e["push"], 3)}
                   for e in r["evidence"]], hide_index=True, key=f"{key}.evidence")
     st.subheader("Findings")
+    st.caption("Open a finding for its reason and its figure (drawn when opened).")
     for name, f in run.findings.items():
-        with st.expander(f"{name}: {f.reading}", expanded=False):
+        box = st.expander(f"{name}: {f.reading}", key=f"{key}.exp.{name}", on_change="rerun")
+        with box:
             st.write(f.reason)
-            fig = draw(f) if name in FIGURES else None
-            if fig is None:
-                st.caption("nothing to draw")
-            else:
+            fig = draw(f) if box.open and name in FIGURES else None
+            if fig is not None:
                 st.plotly_chart(fig, key=f"{key}.fig.{name}")
+            elif box.open:
+                st.caption("nothing to draw")
     if r.get("reproduce"):
         st.code(r["reproduce"], language="bash")
 
