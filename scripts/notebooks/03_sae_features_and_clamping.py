@@ -22,7 +22,6 @@
 import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -42,7 +41,6 @@ from workbench.facts import FactSet, load_facts
 from workbench.models import load_subject
 from workbench.operators import get_operator, make_config
 
-warnings.filterwarnings("ignore", message="IProgress not found")
 hf_logging.disable_progress_bar()
 T0 = time.perf_counter()
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").exists()),
