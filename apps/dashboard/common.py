@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from apps.dashboard import jobs
+from apps.dashboard import jobs, listing
 
 if TYPE_CHECKING:
     from workbench.facts import FactSet
@@ -168,14 +168,6 @@ def load_model(spec: str) -> Subject:
     return load_subject(spec)
 
 
-def saved_edits(runs: Path) -> list[Path]:
-    """Every saved edit (a directory with `edit.json`) under the runs folder, newest first."""
-    if not runs.is_dir():
-        return []
-    found = [p.parent for p in runs.rglob("edit.json")]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 def model_picker(key: str, ctx: Context, label: str = "Model", default: str = "original",
                  optional: bool = False) -> str | None:
     """A model spec: the bundled model, the active world's original or oracle, a saved edit under
@@ -198,7 +190,7 @@ def model_picker(key: str, ctx: Context, label: str = "Model", default: str = "o
             return None
         return str(ctx.world.original_dir if kind == "world original" else ctx.world.oracle_dir)
     if kind == "saved edit":
-        edits = saved_edits(ctx.runs)
+        edits = listing.dirs_with(ctx.runs, "edit.json")
         if not edits:
             st.warning(f"No saved edit under {ctx.runs} yet (the Unlearn page saves them).")
             return None

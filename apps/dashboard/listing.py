@@ -41,14 +41,23 @@ def _audit_row(path: Path, runs: Path) -> dict[str, Any]:
             "when": str(r.get("timings", {}).get("finished", ""))}
 
 
+def dirs_with(runs: Path, filename: str) -> list[Path]:
+    """Every folder under `runs` that holds `filename` (`edit.json`: a saved edit;
+    `report.json`: an audit run), newest first."""
+    if not runs.is_dir():
+        return []
+    return sorted((p.parent for p in runs.rglob(filename)), key=lambda d: d.stat().st_mtime,
+                  reverse=True)
+
+
 def scan(runs: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows, problems): one row per edit and audit under `runs`, newest first; a file that
     does not read gives a one-line problem instead of a row."""
     rows, problems = [], []
     if not runs.is_dir():
         return rows, [f"{runs} is not a directory"]
-    found = [(p.parent, _edit_row) for p in runs.rglob("edit.json")]
-    found += [(p.parent, _audit_row) for p in runs.rglob("report.json")]
+    found = [(d, _edit_row) for d in dirs_with(runs, "edit.json")]
+    found += [(d, _audit_row) for d in dirs_with(runs, "report.json")]
     found.sort(key=lambda x: x[0].stat().st_mtime, reverse=True)
     for path, make in found:
         try:

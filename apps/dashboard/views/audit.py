@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from apps.dashboard import common, jobs
+from apps.dashboard import common, jobs, listing
 
 JOB = "audit"
 PAIR, OPERATOR = "an original / edited pair", "a model and an operator (unlearn, then audit)"
@@ -114,18 +114,10 @@ def _modules() -> list[str]:
     return available()
 
 
-def audit_runs(runs: Path) -> list[Path]:
-    """Every audit run directory (with a `report.json`) under the runs folder, newest first."""
-    if not runs.is_dir():
-        return []
-    found = [p.parent for p in runs.rglob("report.json")]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 def past_run(ctx: common.Context) -> None:
     from probes.audit import AuditRun
 
-    found = audit_runs(ctx.runs)
+    found = listing.dirs_with(ctx.runs, "report.json")
     options = [*map(str, found), "another directory"]
     pick = st.selectbox("Run directory", options, key="au.past",
                         format_func=lambda p: p if p == "another directory"
