@@ -157,11 +157,13 @@ for module in ("logit_lens", "activation_patching", "parameter_restoration"):
 # removal score and confidence say how close the call is. Note gradient ascent's parameter
 # restoration above: on the toy model the gradient operators also train the forget names' own
 # embedding rows (`rows=auto`: its embedding is untied), and putting M0's rows back restores
-# every answer. The module reads that as a suppression signature ("the way in was cut"), yet
-# the verdict can still read `removed`, because every module that looks inside finds the
-# facts gone: the same blind spot as checkpoint B in notebook 04. This is a world where the operators'
-# defaults were tuned to forget like the oracle, with entity-local updates: the easy case, and
-# the baseline for the real model.
+# every answer. The module reads that as a suppression signature ("the way in was cut"); when
+# this notebook was written the verdict still read `removed`, because the modules that look
+# inside the blocks find the facts gone as deep as the oracle and outweigh it. Notebook 04's
+# checkpoint B, which changes *only* those rows, shows how hard that case is for the verdict.
+#
+# This is a world where the operators' defaults were tuned to forget like the oracle, with
+# entity-local updates: the easy case, and the baseline for the real model.
 
 # %% [markdown]
 # ## 2. The real-model world: gradient ascent on one person

@@ -214,7 +214,7 @@ draw(run_rmu.findings["logit_lens"]).show()
 # change, so the audit has to look inside to tell suppression from removal. Here it has little
 # to look with: no oracle (the attacks compare with weaker floors and the confidence is halved)
 # and only the quick tier. When this notebook was written RMU read `removed` with a confidence
-# near zero: parameter restoration finds no small, late group of weights that brings the
+# of about 0.1: parameter restoration finds no small, late group of weights that brings the
 # answers back (RMU edits an early-middle MLP, where a true removal would sit too), and
 # behaviour under pressure finds no leak. That is a weak `removed`, and the card says how weak.
 # The full tier (`tier="full"`) adds the recovery attacks built for this case (relearning,

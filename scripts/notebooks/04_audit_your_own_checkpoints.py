@@ -185,11 +185,11 @@ print("parameter restoration:", restoration.reading, "-", restoration.reason)
 # its first block, and nothing later can look the person up without it. Everything the model
 # stored *about* the forget people is still in its blocks, though: putting M0's embedding rows
 # back restores every answer, and parameter restoration says so ("the way in was cut"). The
-# other modules see no trace of the names at all (nothing to read, patch or relearn from
-# inside the model), and a retrain oracle that never learned the people looks the same from
-# the inside. So the verdict can read `removed` (it did when this notebook was written) while
-# one small, early group of weights brings everything back: a known blind spot of the verdict.
-# Do not read `removed` as proof of erasure; read the restoration figure below beside it.
+# other modules see no trace of the names inside the blocks, just as in a retrain oracle that
+# never learned the people. That makes B a hard case for the verdict. Calibration 1 read it
+# `removed`: a known blind spot. Calibration 2 (shipped) was fitted on known-truth pools that
+# include such name cuts and reads it `suppressed`, but close to the boundary (see the removal
+# score and confidence above). Read the restoration figure below beside the label.
 
 # %%
 draw(restoration).show()
