@@ -16,19 +16,15 @@ dist=()
 [ "$workers" -gt 1 ] && dist=(-n "$workers" --dist loadfile)
 
 build() {  # build (or find cached) the worlds named, with every core
-  "$PY" - "$@" <<'PY'
-import os, sys, time
-from workbench.toyworld import build_toyworld
-seed = int(os.environ.get("WORKBENCH_TOY_SEED", "0"))
-for name in sys.argv[1:]:
-    t = time.perf_counter()
-    if name == "toy":
-        build_toyworld(seed=seed, progress=True)
-    else:
-        from workbench.pretrained_world import build_pretrained_world
-        build_pretrained_world(progress=True)
-    print(f"[tests] {name} world ready in {time.perf_counter() - t:.0f} s", flush=True)
-PY
+  local t
+  for name in "$@"; do
+    t=$(date +%s)
+    case "$name" in
+      toy) .venv/bin/workbench world build --base toy --seed "${WORKBENCH_TOY_SEED:-0}" ;;
+      people) .venv/bin/workbench world build --base smollm2-135m ;;
+    esac
+    echo "[tests] $name world ready in $(( $(date +%s) - t )) s"
+  done
 }
 
 case "$kind" in
