@@ -89,7 +89,7 @@ def test_clusters_and_signal_see_identical_internals_in_the_suppressor(controls)
     assert c.reading == s.reading == "inconclusive"
 
 
-def test_oracle_has_no_forget_cluster_or_detector(controls):
+def test_oracle_has_no_forget_cluster_or_detector(controls, toy_facts):
     from probes.clusters import ClustersThresholds
     from probes.signal import SignalThresholds
 
@@ -98,8 +98,13 @@ def test_oracle_has_no_forget_cluster_or_detector(controls):
     assert c.scores["min_cka_forget"] < 0.99  # a different network...
     assert c.scores["max_sep_gain"] < SEP_GAIN  # ...that sets no forget cluster apart
     # The oracle never trained on the forget people, so it *can* tell them from holdout people
-    # (their names are unfamiliar), but not from never-seen people: no gate, no signal.
-    assert s.scores["late_detect_fu_M1"] <= 0.5 + DET_MIN
+    # (their names are unfamiliar), but not from never-seen people: no gate, no signal. The
+    # detector's accuracy is plain accuracy over unequal classes (twice as many unseen people),
+    # so "cannot tell" means no better than a constant guess of the larger class, not 0.5.
+    n_f, n_u = len(toy_facts.forget), len(toy_facts.split("unseen"))
+    guess = max(n_f, n_u) / (n_f + n_u)
+    assert s.scores["late_detect_fu_M1"] <= guess + 0.05, (s.scores, guess)
+    assert s.scores["late_detect_fu_M1"] < s.scores["late_detect_fu_M0"]
     assert s.scores["max_detect_excess"] <= DET_MIN and s.reading != "suppression-signature"
 
 
