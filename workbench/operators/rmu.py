@@ -42,7 +42,7 @@ from workbench.models import Subject, decoder_layers, hidden_of
 from workbench.operators.anchors import neighbour_words, swap_anchors
 from workbench.operators.base import Operator, OperatorConfig, register_operator
 from workbench.operators.entity_rows import EntityRows, RowsMode, rows_wanted
-from workbench.operators.training import projected_step
+from workbench.operators.projection import projected_step
 from workbench.options import option
 from workbench.progress import report
 from workbench.recall_site import swap_pairs, swap_rates

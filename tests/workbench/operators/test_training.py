@@ -11,14 +11,13 @@ import torch
 from workbench.batching import Batch, encode, last_true, span_mask
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet
+from workbench.operators.projection import input_projectors, projected_step
 from workbench.operators.training import (
     FactTensors,
     answer_nll,
     default_layers,
     entity_positions,
     focus_updates,
-    input_projectors,
-    projected_step,
     trainable_modules,
 )
 
