@@ -78,13 +78,11 @@ def world_root(name: str, seed: int) -> tuple[Path, str]:
 
 
 def _build_world(name: str, seed: int) -> Path:
-    if name == "toy world":
-        from workbench.toyworld import build_toyworld
+    from workbench.pretrained_world import PeopleConfig
+    from workbench.worlds import TOY, build_world
 
-        return build_toyworld(seed=seed, progress=False).root
-    from workbench.pretrained_world import PeopleConfig, build_pretrained_world
-
-    return build_pretrained_world(config=PeopleConfig(seed=seed), progress=False).root
+    base = TOY if name == "toy world" else PeopleConfig.base  # the people world's default base
+    return build_world(base, seed=seed, progress=False).root
 
 
 # keys of widgets whose value cannot be set through st.session_state (buttons, uploads, chart
