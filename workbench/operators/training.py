@@ -430,7 +430,8 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
                 stop = bool(config.eval_every) and (
                     step % config.eval_every == 0 or step == config.steps) \
                     and _check(subject, model, forget, retain, config, log, bar)
-                _report_step(what, log, config.steps)
+                if progress.active():
+                    _report_step(what, log, config.steps)
                 if stop:
                     log.stopped_early = step < config.steps
                     break
