@@ -26,7 +26,7 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     hub names) on a fact file or built-in set; write the run directory and its HTML report."""
     from probes.audit import tier_modules
     from workbench.facts import load_facts
-    from workbench.models import check_compatible, load_subject
+    from workbench.models import check_compatible, load_subject, share_unchanged
 
     tier_modules(tier, modules)  # an unknown tier or module fails before any model loads
     cal = Calibration.load(calibration)
@@ -35,6 +35,13 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     m1 = load_subject(edited, device=device)
     check_compatible(m0, m1)
     mr = load_subject(oracle, device=device) if oracle else None
+    # these models are only read from here on: a tensor the edit (or the oracle) left as it was
+    # is held once, so auditing a few-block edit costs little more than two models
+    share_unchanged(m0, m1)
+    if mr is not None:
+        check_compatible(m0, mr)
+        share_unchanged(m0, mr)
+        share_unchanged(m1, mr)
     return audit_subjects(m0, m1, fs, out, mr, {"M0": original, "M1": edited, "Mr": oracle,
                                                 "facts": facts}, tier, modules, seed, cal,
                           device, progress)

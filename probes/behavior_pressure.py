@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probes.base import Finding, ProbeContext, ProbeSpec
-from probes.common import GateThresholds, gate, mixed_prompts
-from workbench.behavior import answer_logprobs
+from probes.common import GateThresholds, answer_table, gate, mixed_prompts
 from workbench.facts import FactSet
 from workbench.models import Subject
 
@@ -34,7 +33,7 @@ class BehaviorPressureThresholds(GateThresholds):
 def _score(subject: Subject, prompts: list[str], answers: list[str]) -> tuple[float, float]:
     if not prompts:
         return float("nan"), float("nan")
-    total, _, exact = answer_logprobs(subject, prompts, answers, batch_size=64)
+    total, _, exact = answer_table(subject, prompts, answers)
     return float(exact.mean()), float(total.mean())
 
 

@@ -85,11 +85,19 @@ def _memo(subject: Subject, key: tuple, make):
     return value
 
 
-def exact_match(subject: Subject, facts: FactSet, batch_size: int = 32) -> np.ndarray:
+def answer_table(subject: Subject, prompts: Sequence[str], answers: Sequence[str],
+                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`answer_logprobs` (sum log-prob, first-token log-prob, exact match) memoised for one
+    battery: the gate, behaviour under pressure and the attacks ask for the same rows."""
+    prompts, answers = tuple(prompts), tuple(answers)
+    return _memo(subject, ("answers", prompts, answers),
+                 lambda: answer_logprobs(subject, prompts, answers, batch_size))
+
+
+def exact_match(subject: Subject, facts: FactSet, batch_size: int = 64) -> np.ndarray:
     """Per-fact teacher-forced greedy exact match (one batched forward pass, memoised)."""
-    prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
-    return _memo(subject, ("exact", tuple(prompts), tuple(answers)),
-                 lambda: answer_logprobs(subject, prompts, answers, batch_size)[2])
+    return answer_table(subject, [f.prompt for f in facts], [f.answer for f in facts],
+                        batch_size)[2]
 
 
 def gate(m0: Subject, m1: Subject, facts: FactSet,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from workbench.batching import Batch
 from workbench.models import decoder_layers, hidden_of
+from workbench.scoring import answer_scores
 
 
 def start_layer(cells, n_layers: int) -> int | None:
@@ -144,30 +145,8 @@ def clean_pass(model: nn.Module, b: Batch, s: int):
     handles.append(blocks[-1].register_forward_hook(
         lambda _m, _a, o: states.__setitem__(len(blocks), grab(hidden_of(o)))))
     try:
-        lp, cache = answer_logprobs(model, b, use_cache=True)
+        scores = answer_scores(model, b, use_cache=True)
     finally:
         for h in handles:
             h.remove()
-    return lp, cache, states
-
-
-def answer_logprobs(model: nn.Module, b: Batch, use_cache: bool = False):
-    """Answer log-probs of `b` (and the KV cache when asked) from one forward pass. Without
-    hooks on the model or its head, the vocabulary projection runs at the answer positions
-    only (most positions of a patching batch are prompt tokens, whose logits are not needed)."""
-    inner, head = getattr(model, "model", None), model.get_output_embeddings()
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (model, inner, head)
-                 if m is not None)
-    if inner is None or head is None or hooked:
-        out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=use_cache)
-        lp = torch.log_softmax(out.logits[:, :-1].float(), -1)
-        tok = lp.gather(-1, b.input_ids[:, 1:, None]).squeeze(-1)
-        return (tok * b.answer_mask[:, :-1]).sum(1), out.past_key_values
-    out = inner(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=use_cache)
-    sel = b.answer_mask[:, :-1]
-    h = out.last_hidden_state[:, :-1][sel]
-    lp = torch.log_softmax(head(h).float(), -1)
-    tok = lp.gather(-1, b.input_ids[:, 1:][sel][:, None]).squeeze(-1)
-    rows = torch.arange(len(sel), device=sel.device)[:, None].expand_as(sel)[sel]
-    total = torch.zeros(len(sel), dtype=torch.float32, device=sel.device)
-    return total.index_add_(0, rows, tok), out.past_key_values
+    return scores.total, scores.cache, states

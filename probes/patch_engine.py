@@ -25,11 +25,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from probes.patch_blocks import BlockRunner, answer_logprobs, clean_pass, start_layer
+from probes.patch_blocks import BlockRunner, clean_pass, start_layer
 from workbench.batching import Batch, chunks, encode
 from workbench.capture import POINTS, _attn, capture
 from workbench.errors import LayerError, WorkbenchError
 from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
+from workbench.scoring import answer_scores
 
 Cell = tuple[int, str, int]  # (layer, point, back): back = tokens before the last prompt token
 
@@ -124,8 +125,7 @@ def source_activations(source: Subject, prompts: Sequence[str], cells: set[Cell]
 
 @torch.no_grad()
 def _full_logprobs(subject: Subject, b: Batch) -> Tensor:
-    out = subject.model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
-    return answer_logprob_from_logits(out.logits[:, :-1], b.input_ids[:, 1:], b.answer_mask[:, :-1])
+    return answer_scores(subject.model, b).total
 
 
 @torch.no_grad()
@@ -244,7 +244,7 @@ def _source_pass(source: Subject, prompts, answers, cells: set[Cell], batch_size
                     parts[key].append(hidden_of(o)[rows, last].clone())
                 handles.append(mod.register_forward_hook(post))
         try:
-            lps.append(answer_logprobs(source.model, b)[0])
+            lps.append(answer_scores(source.model, b).total)
         finally:
             for h in handles:
                 h.remove()
@@ -255,12 +255,10 @@ def _full_rows(base: Subject, b: Batch, chunk_rows, plan) -> Tensor:
     idx = torch.tensor([f for f, _ in chunk_rows], device=b.input_ids.device)
     handles = _attach(base.model, plan)
     try:
-        ids = b.input_ids[idx]
-        out = base.model(input_ids=ids, attention_mask=b.attention_mask[idx], use_cache=False)
+        return answer_scores(base.model, b.rows(idx)).total
     finally:
         for h in handles:
             h.remove()
-    return answer_logprob_from_logits(out.logits[:, :-1], ids[:, 1:], b.answer_mask[idx, :-1])
 
 
 class _Incremental:
@@ -274,7 +272,8 @@ class _Incremental:
         if BlockRunner.supported(base.model):
             self.lp_full, cache, states = clean_pass(base.model, b, max(n_ans))
         else:
-            self.lp_full, cache = answer_logprobs(base.model, b, use_cache=True)
+            scores = answer_scores(base.model, b, use_cache=True)
+            self.lp_full, cache = scores.total, scores.cache
         self.kv = [(layer.keys, layer.values) for layer in cache.layers]
         if BlockRunner.supported(base.model):
             self.blocks = BlockRunner(base.model, b, self.kv, states, n_ans)

@@ -22,7 +22,7 @@ from probes.base import Finding
 from workbench.atomic import atomic_dir, write_text
 from workbench.errors import WorkbenchError
 from workbench.inputs import read_json
-from workbench.pools import Control, PoolInputs, behaviour, check_validity, toy_controls
+from workbench.pools import Control, PoolInputs, behaviour, check_validity, world_controls
 from workbench.worlds import World
 
 POOL_VERSION = 1
@@ -62,7 +62,7 @@ def build_pool(world: World, out: str | Path, controls: Sequence[Control] | None
 
     out = Path(out)
     modules = list(modules or available())
-    controls = list(controls if controls is not None else toy_controls(seed))
+    controls = list(controls if controls is not None else world_controls(world, seed))
     if only:
         unknown = sorted(set(only) - {c.name for c in controls})
         if unknown:
@@ -101,7 +101,15 @@ def _score(control: Control, inputs: PoolInputs, ref: dict, modules: list[str], 
                                                   or row["status"] == "dropped"):
             return row
     t0 = time.perf_counter()
-    m1 = control.build(inputs)
+    try:
+        m1 = control.build(inputs)
+    except WorkbenchError as e:  # this world cannot host the control: dropped, never scored
+        row = {"name": control.name, "kind": control.kind, "truth": control.truth,
+               "what": control.what, "empirical": control.empirical, "seed": inputs.seed,
+               "modules": modules, "status": "dropped", "reason": f"cannot be built here: {e}"}
+        with atomic_dir(where) as tmp:
+            (tmp / "control.json").write_text(json.dumps(row, indent=1))
+        return row
     t_build = time.perf_counter() - t0
     acc = behaviour(m1, inputs.facts)
     row = {"name": control.name, "kind": control.kind, "truth": control.truth,

@@ -33,6 +33,7 @@ from workbench.batching import chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.models import Subject
+from workbench.scoring import answer_scores
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]  # weight -> de-quantized weight (a new tensor)
 
@@ -156,11 +157,7 @@ def exact_match_with(subject: Subject, facts: FactSet, params: dict[str, torch.T
         fs = facts.facts[sl]
         b = encode(subject.tokenizer, [f.prompt for f in fs], [f.answer for f in fs],
                    device=subject.device)
-        kw = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
-        res = (torch.func.functional_call(subject.model, params, (), kw, strict=False)
-               if params else subject.model(**kw))
-        target, mask = b.input_ids[:, 1:], b.answer_mask[:, :-1]
-        out.append(((res.logits[:, :-1].argmax(-1) == target) | ~mask).all(1).cpu())
+        out.append(answer_scores(subject.model, b, params).exact.cpu())
     return torch.cat(out).numpy()
 
 

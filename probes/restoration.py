@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import GateThresholds, gate, seed_all
-from probes.patch_engine import answer_logprob_from_logits
 from probes.patching import recovery
 from workbench.batching import chunks, encode
 from workbench.errors import IncompatibleSubjectsError
 from workbench.facts import FactSet
 from workbench.models import Subject, decoder_layers, final_norm
+from workbench.scoring import answer_scores
 
 Group = tuple[str, str, tuple[str, ...]]  # (label, kind, parameter names)
 
@@ -93,15 +93,9 @@ def groups(model: torch.nn.Module, window_sizes: Sequence[int] = (1, 3),
 @torch.no_grad()
 def _logprobs(model: torch.nn.Module, tokenizer, prompts, answers, params: dict | None,
               batch_size: int, device) -> np.ndarray:
-    out = []
-    for sl in chunks(len(prompts), batch_size):
-        b = encode(tokenizer, prompts[sl], answers[sl], device=device)
-        kw = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
-        res = (torch.func.functional_call(model, params, (), kw, strict=False) if params
-               else model(**kw))
-        out.append(answer_logprob_from_logits(res.logits[:, :-1], b.input_ids[:, 1:],
-                                              b.answer_mask[:, :-1]).cpu())
-    return torch.cat(out).numpy()
+    return torch.cat([answer_scores(model, encode(tokenizer, prompts[sl], answers[sl],
+                                                  device=device), params).total.cpu()
+                      for sl in chunks(len(prompts), batch_size)]).numpy()
 
 
 @dataclass(frozen=True)
@@ -181,9 +175,13 @@ def _parameter_restoration(ctx: ProbeContext, th: RestorationThresholds,
                             th.min_gap, ctx.progress)
     floor = None  # the oracle restored the same way, when it is an edit of M0's weights too
     if ctx.oracle is not None and scan.changed:
-        if not _independent(weight_drift(m0, ctx.oracle), th):
+        fscan = None
+        if same_model(m1, ctx.oracle):  # the oracle audited as an edit: its scan is M1's
+            fscan = scan
+        elif not _independent(weight_drift(m0, ctx.oracle), th):
             fscan = restoration_scan(m0, ctx.oracle, prompts, answers, window_sizes, last_k,
                                      batch_size, th.min_gap, ctx.progress)
+        if fscan is not None:
             by_label = dict(zip(fscan.labels, fscan.recovery, strict=True))
             floor = np.array([by_label.get(lb, 0.0) for lb in scan.labels])
     labels, kinds, recs, changed, added = (scan.labels, scan.kinds, scan.recovery, scan.changed,
@@ -226,6 +224,18 @@ def _added_interventions(m0: Subject, m1: Subject) -> list:
     base = tuple(m0.interventions)
     ivs = tuple(m1.interventions)
     return list(ivs[len(base):]) if ivs[:len(base)] == base else list(ivs)
+
+
+@torch.no_grad()
+def same_model(a: Subject, b: Subject) -> bool:
+    """Whether `a` and `b` surely compute the same function: equal weights and the very same
+    intervention objects (interventions may hold tensors, so they are compared by identity)."""
+    if len(a.interventions) != len(b.interventions) or any(
+            x is not y for x, y in zip(a.interventions, b.interventions, strict=True)):
+        return False
+    pa, pb = dict(a.model.named_parameters()), dict(b.model.named_parameters())
+    return pa.keys() == pb.keys() and all(
+        pa[k].shape == pb[k].shape and torch.equal(pa[k], pb[k].to(pa[k].device)) for k in pa)
 
 
 @torch.no_grad()

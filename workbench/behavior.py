@@ -13,6 +13,7 @@ import torch
 from workbench.batching import chunks, encode
 from workbench.facts import FactSet
 from workbench.models import Subject
+from workbench.scoring import answer_scores
 
 _PUNCT = re.compile(r"[^\w\s]")
 
@@ -42,23 +43,23 @@ class FactResult:
     first_logprob: float  # log-probability of the answer's first token
 
 
-@torch.no_grad()
 def answer_logprobs(subject: Subject, prompts: Sequence[str], answers: Sequence[str],
                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Teacher-forced (sum log-prob, first-token log-prob, exact greedy match) per prompt."""
-    total, first, exact = [], [], []
-    for sl in chunks(len(prompts), batch_size):
-        b = encode(subject.tokenizer, prompts[sl], answers[sl], device=subject.device)
-        logits = subject.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        target = b.input_ids[:, 1:]
-        tok_lp = logp[:, :-1].gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        m = b.answer_mask[:, :-1]
-        total.append((tok_lp * m).sum(1).cpu())
-        first.append(tok_lp[torch.arange(len(target)), b.last].cpu())
-        hit = (logp[:, :-1].argmax(-1) == target) | ~m
-        exact.append(hit.all(1).cpu())
-    return (torch.cat(total).numpy(), torch.cat(first).numpy(), torch.cat(exact).numpy())
+    """Teacher-forced (sum log-prob, first-token log-prob, exact greedy match) per prompt.
+    Rows are batched in order of length (less padding to compute), results in input order."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
+    total, first, exact = (np.zeros(len(prompts), np.float32), np.zeros(len(prompts), np.float32),
+                           np.zeros(len(prompts), bool))
+    for sl in chunks(len(order), batch_size):
+        rows = order[sl]
+        b = encode(subject.tokenizer, [prompts[i] for i in rows], [answers[i] for i in rows],
+                   device=subject.device)
+        s = answer_scores(subject.model, b)
+        total[rows], first[rows], exact[rows] = (s.total.cpu().numpy(), s.first.cpu().numpy(),
+                                                 s.exact.cpu().numpy())
+    return total, first, exact
 
 
 @torch.no_grad()

@@ -218,6 +218,28 @@ def fingerprint(subject: Subject) -> str:
     return h.hexdigest()[:16]
 
 
+@torch.no_grad()
+def share_unchanged(base: Subject, other: Subject) -> int:
+    """Point every parameter of `other` that equals `base`'s (same name, shape, dtype, device,
+    values) at `base`'s tensor, so that an edit that changed a few blocks holds only those, and
+    return the bytes no longer held twice. For models that are only read afterwards (an audit):
+    training either one in place would change both. Ties inside `other` (a tied head) follow."""
+    pb = dict(base.model.named_parameters())
+    swap: dict[int, nn.Parameter] = {}
+    for name, p in other.model.named_parameters():
+        q = pb.get(name)
+        if (q is not None and q is not p and q.shape == p.shape and q.dtype == p.dtype
+                and q.device == p.device and torch.equal(q, p)):
+            swap[id(p)] = q
+    freed = {id(p): p.numel() * p.element_size() for p in other.model.parameters()
+             if id(p) in swap}
+    for mod in other.model.modules():
+        for key, p in list(mod.named_parameters(recurse=False)):
+            if id(p) in swap:
+                mod.register_parameter(key, swap[id(p)])
+    return sum(freed.values())
+
+
 def untied_output_head(model: nn.Module) -> nn.Module:
     """The output head (`lm_head`), which must have weights of its own to be edited alone."""
     head = model.get_output_embeddings()

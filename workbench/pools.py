@@ -241,6 +241,88 @@ def toy_controls(seed: int = 0) -> list[Control]:
     return out
 
 
+def people_controls(seed: int = 0) -> list[Control]:
+    """The real-model world's pool (24 controls before validity checks): the toy pool's kinds
+    that cost minutes on a 135M model, at learning rates for a pretrained model. Left out: the
+    oracles retrained with other seeds or lengths (a retrain is the world build's cost again),
+    the head- and norm-only tunes (never valid on the toy world either), the SAE clamp (needs a
+    trained SAE) and the distillation (empirical: a relearning run per control to confirm it).
+    In their place, the oracle fine-tuned further on retain facts: it never saw the forget
+    people, so whatever it becomes, it cannot know them."""
+    from workbench import controls as c
+
+    s = seed
+    last = lambda n, k: lambda p: c.late_blocks_suppressor(  # noqa: E731
+        p.m0, p.facts.forget, p.facts.retain, blocks=n, seed=k)
+    tail2 = lambda p: (p.m0.n_layers - 2, p.m0.n_layers - 1)  # noqa: E731
+    every = lambda p: tuple(range(p.m0.n_layers))  # noqa: E731
+    out = [
+        *(Control(f"output_hook_{k}", "output_hook", "suppressed", "logits pushed down by a hook",
+                  lambda p, k=k: c.output_only_suppressor(p.m0, p.facts.forget, float(k)))
+          for k in (100, 30)),
+        *(Control(f"name_cut_{mode}", "name_cut", "suppressed",
+                  "the forget names' input-embedding rows cut",
+                  lambda p, mode=mode: c.name_cut_suppressor(
+                      p.m0, p.facts.forget, p.facts.retain + p.facts.holdout
+                      + p.facts.split("unseen"), mode))
+          for mode in ("zero", "mean")),
+        *(Control(f"last_block_npo_{k}", "last_block", "suppressed",
+                  "only the last block fine-tuned", last(1, s + k)) for k in (0, 1)),
+        *(Control(f"last2_refusal_{k}", "last2_refusal", "suppressed",
+                  "last two blocks taught to refuse",
+                  lambda p, k=k: _tuned("m0", _refusal, {"params": "block", "lr": (1e-3, 3e-4)[k],
+                                                         "steps": 150, "layers": tail2(p)},
+                                        "last2-refusal", seed=s + k)(p))
+          for k in (0, 1)),
+        *(Control(f"steer_mid_{coef:g}", "steer_mid", "suppressed",
+                  "steering hook after a middle block",
+                  lambda p, coef=coef: _op("steer", {"layers": (p.mid,), "coef": coef}, seed=s)(p))
+          for coef in (12.0, 6.0)),
+        *(Control(f"gated_detector_{g}", "gated_detector", "suppressed",
+                  f"a forget-entity detector on block {g} gates a later steering hook",
+                  lambda p, g=g: _op("steer", {"layers": (p.mid,), "gate_layer": g}, seed=s)(p))
+          for g in (1, 2)),
+        Control("oracle", "oracle", "removed", "the retrain oracle", lambda p: p.oracle),
+        *(Control(f"oracle_wrong_{k}", "oracle_wrong", "removed",
+                  "the oracle taught wrong answers about the forget people",
+                  _tuned("oracle", _wrong, {"params": "mlp", "lr": (1e-3, 3e-4)[k], "steps": 60,
+                                            "stop_forget_acc": None}, "wrong", seed=s + k))
+          for k in (0, 1)),
+        Control("oracle_other_people", "oracle_other_people", "removed",
+                "the oracle taught other people", _tuned(
+                    "oracle", _other_people, {"params": "mlp", "lr": 1e-3, "steps": 100,
+                                              "stop_forget_acc": None}, "other-people", seed=s)),
+        *(Control(f"oracle_retain_tuned_{k}", "oracle_retain_tuned", "removed",
+                  "the oracle tuned further on retain facts",
+                  _tuned("oracle", lambda p: p.facts.retain,
+                         {"params": ("mlp", "block")[k], "lr": 1e-3, "steps": (40, 100)[k],
+                          "stop_forget_acc": None}, "oracle-retain-tuned", seed=s + k))
+          for k in (0, 1)),
+        Control("identity", "identity", "not_unlearned", "the original weights",
+                lambda p: c.identity_edit(p.m0)),
+        *(Control(f"retain_tuned_{steps}", "retain_tuned", "not_unlearned",
+                  "M0 tuned on retain facts",
+                  _tuned("m0", lambda p: p.facts.retain, {"params": params, "lr": 1e-3,
+                                                          "steps": steps,
+                                                          "stop_forget_acc": None},
+                         "retain-tuned", seed=s + k))
+          for k, (params, steps) in enumerate((("mlp", 40), ("block", 100)))),
+        *(Control(f"noise_{scale:g}", "noise", "damaged", "heavy Gaussian weight noise",
+                  lambda p, scale=scale, k=k: c.noise_edit(p.m0, scale, seed=s + k))
+          for k, scale in enumerate((3.0, 2.0))),
+        Control("ga_collapse", "ga_collapse", "damaged", "gradient ascent on every weight",
+                lambda p: _op("ga", {"params": "block", "layers": every(p), "lr": 1e-3,
+                                     "steps": 60, "stop_forget_acc": None, "positions": "all",
+                                     "preserve": 0.0, "rows": "none"}, seed=s)(p)),
+    ]
+    return out
+
+
+def world_controls(world: World, seed: int = 0) -> list[Control]:
+    """The pool recipe for `world`'s kind: the toy world's or the real-model world's."""
+    return people_controls(seed) if world.stats.get("kind") == "pretrained" else toy_controls(seed)
+
+
 def behaviour(subject: Subject, facts: FactSet) -> dict[str, float]:
     """Greedy accuracy per split (what users see; what validity is judged on)."""
     from workbench.behavior import accuracy_by_split

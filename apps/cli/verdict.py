@@ -21,26 +21,31 @@ Pools = Annotated[list[Path], typer.Option("--pool", help="a built pool director
 @handles_errors
 def build(
     out_dir: Annotated[Path, typer.Option("--out", help="pool directory (resumes if present)")],
-    seed: Annotated[int, typer.Option(help="toy-world seed (the controls use it too)")] = 0,
+    seed: Annotated[int, typer.Option(help="world seed (the controls use it too)")] = 0,
+    base: Annotated[str, typer.Option(
+        help="the world: 'toy', or a model spec for its fictitious-people world "
+             "(e.g. smollm2-135m)")] = "toy",
     only: Annotated[list[str] | None, typer.Option(
         "--only", help="build only this control (repeatable)")] = None,
     module: Annotated[list[str] | None, typer.Option(
         "--module", help="analysis module to score with (repeatable; default: all)")] = None,
     device: Device = None,
 ) -> None:
-    """Build the toy world's known-truth pool: each control, its validity, its findings."""
+    """Build a world's known-truth pool: each control, its validity, its findings."""
     from probes.pools import build_pool
-    from workbench.toyworld import build_toyworld
+    from workbench.worlds import build_world
 
-    world = build_toyworld(seed=seed, progress=True)
+    world = build_world(base, seed=seed, progress=True)
     doc = build_pool(world, out_dir, modules=module or None, seed=seed, only=only or (),
                      progress=True, device=device)
     t = Table(title=f"pool of {doc['world']} seed {doc['world_seed']}")
     for col in ("control", "truth", "status", "forget", "retain", "reason"):
         t.add_column(col)
     for r in doc["controls"]:
-        t.add_row(r["name"], r["truth"], r["status"], f"{r['accuracy']['forget']:.0%}",
-                  f"{r['accuracy']['retain']:.0%}", r.get("reason") or "")
+        acc = r.get("accuracy") or {}  # none when the control could not be built
+        t.add_row(r["name"], r["truth"], r["status"],
+                  *(f"{acc[s]:.0%}" if s in acc else "-" for s in ("forget", "retain")),
+                  r.get("reason") or "")
     out.print(t)
     out.print(f"written to {out_dir}")
 

@@ -193,6 +193,28 @@ def test_last_block_suppressor_is_caught(toy_original, toy_oracle, toy_facts,
     assert rs.reading == "suppression-signature" and "block 3" in rs.reason, rs.reason
 
 
+def test_an_oracle_that_is_m1_is_scanned_once(toy_original, toy_facts, toy_late_suppressor,
+                                              monkeypatch):
+    """Auditing an edit against itself as the oracle (the demo audits the oracle as an edit)
+    reuses M1's scan as the floor instead of running it twice; a copy with equal weights but
+    its own tensors counts as the same model, a changed copy does not."""
+    import probes.restoration as restoration
+
+    calls = []
+    real = restoration.restoration_scan
+    monkeypatch.setattr(restoration, "restoration_scan",
+                        lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    same = toy_late_suppressor.clone()
+    rs = parameter_restoration(toy_original, toy_late_suppressor, toy_facts, oracle=same)
+    assert len(calls) == 1
+    assert np.array_equal(rs.arrays["recovery_floor"], rs.arrays["recovery"])
+    assert restoration.same_model(toy_late_suppressor, same)
+    with torch.no_grad():
+        next(same.model.parameters()).add_(1e-3)
+    assert not restoration.same_model(toy_late_suppressor, same)
+    assert not restoration.same_model(toy_late_suppressor, toy_original)
+
+
 def test_a_cut_of_the_names_input_rows_is_caught(toy_original, toy_oracle, toy_facts):
     """Only the forget names' input-embedding rows changed: the blocks still hold the facts, and
     restoring M0's embedding alone gives them back; the same scan of the oracle reads nothing."""
@@ -269,12 +291,12 @@ def test_identity_edit_is_inconclusive(toy_original, toy_facts):
 
 
 def test_answer_logprobs_at_answer_positions_equal_full_logits(pair):
-    from probes.patch_blocks import answer_logprobs
+    from workbench.scoring import answer_scores
 
     m0, m1 = pair
     b = encode(m0.tokenizer, PROMPTS, ANSWERS)
     with torch.no_grad():
-        fast, _ = answer_logprobs(m0.model, b)
+        fast = answer_scores(m0.model, b).total
         logits = m0.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
     logp = logits[:, :-1].log_softmax(-1).gather(-1, b.input_ids[:, 1:, None])[..., 0]
     ref = (logp * b.answer_mask[:, :-1]).sum(1)

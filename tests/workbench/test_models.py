@@ -170,3 +170,29 @@ def test_fingerprint_follows_weights_and_hooks_not_where_they_came_from(toy_orig
     with torch.no_grad():
         next(changed.model.parameters()).view(-1)[0] += 1.0
     assert fingerprint(changed) != h and fingerprint(toy_original) == h
+
+
+def test_share_unchanged_holds_equal_tensors_once_and_changes_no_output(bundled):
+    import copy
+
+    from workbench.models import share_unchanged
+
+    a = make_tiny_subject(bundled.tokenizer)
+    b = copy.deepcopy(a)
+    name = "model.layers.1.mlp.up_proj.weight"
+    with torch.no_grad():
+        dict(b.model.named_parameters())[name].mul_(2.0)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        out_a, out_b = a.model(ids).logits, b.model(ids).logits
+    pa = dict(a.model.named_parameters())
+    total = sum(p.numel() * p.element_size() for p in b.model.parameters())
+    changed = pa[name].numel() * pa[name].element_size()
+    assert share_unchanged(a, b) == total - changed
+    pb = dict(b.model.named_parameters())
+    assert pb[name] is not pa[name]  # the edited tensor stays the edit's own
+    assert all(pb[k] is pa[k] for k in pa if k != name)
+    assert b.model.get_output_embeddings().weight is b.model.get_input_embeddings().weight
+    with torch.no_grad():
+        assert torch.equal(a.model(ids).logits, out_a) and torch.equal(b.model(ids).logits, out_b)
+    assert share_unchanged(a, b) == 0  # nothing left to share
