@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import GateThresholds, gate, seed_all
 from probes.patching import recovery
+from probes.restore_blocks import PrefixScan
 from workbench.batching import chunks, encode
 from workbench.errors import IncompatibleSubjectsError
 from workbench.facts import FactSet
@@ -133,12 +134,12 @@ def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: 
     per_fact: list[np.ndarray] = []
     total = sum(p.numel() for p in p1.values())
     todo = groups(m1.model, window_sizes, last_k) if changed else []
+    runner = PrefixScan(m1.model, m1.tokenizer, prompts, answers, batch_size, dev) if todo else None
     for label, kind, names in tqdm(todo, desc="restore", disable=not progress):
         if changed.isdisjoint(names):  # nothing to restore here: M1 as is, by construction
             lp = lp1
         else:
-            lp = _logprobs(m1.model, m1.tokenizer, prompts, answers,
-                           {n: p0[n].to(dev) for n in names}, batch_size, dev)
+            lp = runner.logprobs({n: p0[n].to(dev) for n in names}).numpy()
         pooled, pf = recovery(lp, lp1, lp0, min_gap)
         labels.append(label), kinds.append(kind), recs.append(float(pooled))
         sizes.append(sum(p1[n].numel() for n in names) / total), per_fact.append(pf)

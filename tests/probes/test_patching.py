@@ -262,6 +262,34 @@ def test_retrain_oracle_shows_no_suppression_signature(toy_original, toy_oracle,
     assert -1 <= at.scores["correlation"] <= 1
 
 
+@pytest.mark.parametrize("toy", [False, True])
+def test_restoring_from_the_first_changed_block_equals_the_whole_model(pair, toy, request):
+    """Every restoration group scored from M1's cached block inputs (from its first restored
+    block on) gives the log-probs of running the whole model with the group swapped in."""
+    from probes.restore_blocks import PrefixScan
+    from workbench.scoring import answer_scores
+
+    if toy:  # a trained model, its own prompts, different lengths in one batch
+        m0, m1 = request.getfixturevalue("toy_original"), request.getfixturevalue("toy_oracle")
+        fs = request.getfixturevalue("toy_facts").forget.facts[:24]
+        prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
+    else:
+        (m0, m1), prompts, answers = pair, PROMPTS, ANSWERS
+    p0 = dict(m0.model.named_parameters())
+    runner = PrefixScan(m1.model, m1.tokenizer, prompts, answers, 16, "cpu")
+    assert runner.states is not None
+    started = 0
+    for _label, _kind, names in groups(m1.model):
+        params = {n: p0[n] for n in names}
+        fast = runner.logprobs(params)
+        ref = torch.cat([answer_scores(m1.model, b, params).total for b in runner.batches])
+        assert torch.allclose(fast, ref, atol=1e-4, rtol=1e-5), _label
+        started += runner.start(params) not in (None, 0)
+    assert started >= m1.n_layers  # most windows really skipped the blocks before them
+    plain = torch.cat([answer_scores(m1.model, b).total for b in runner.batches])
+    assert torch.allclose(runner.logprobs(None), plain, atol=1e-4, rtol=1e-5)
+
+
 def test_weight_restoration_scan_localises_a_weight_edit(pair):
     """M1 = M0 with block 1 re-randomised: restoring block 1 (or any group holding it) gives back
     M0's answers exactly, groups without it give nothing, and M1 itself is never modified."""
