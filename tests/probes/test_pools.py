@@ -11,7 +11,7 @@ from probes.calibrate import evaluate
 from probes.pools import build_pool, load_pool
 from probes.verdict import Calibration, decide
 from workbench.errors import WorkbenchError
-from workbench.pools import check_validity, toy_controls
+from workbench.pools import check_validity, people_controls, toy_controls, world_controls
 
 # One control of each truth that builds in seconds, scored with the cheap modules.
 QUICK = ["oracle", "identity", "output_hook_100", "name_cut_zero", "noise_3"]
@@ -39,6 +39,35 @@ def test_the_toy_pool_covers_every_truth_with_two_or_more_of_each():
     assert len({k for t, k in kinds if t == "suppressed"}) >= 8
     for truth in ("removed", "suppressed", "not_unlearned", "damaged"):
         assert sum(c.truth == truth for c in controls) >= 2
+
+
+def test_the_people_pool_covers_every_truth_and_is_chosen_by_world_kind(toyworld):
+    from workbench.worlds import World
+
+    controls = people_controls()
+    assert len(controls) >= 20 and len({c.name for c in controls}) == len(controls)
+    for truth in ("removed", "suppressed", "not_unlearned", "damaged"):
+        assert sum(c.truth == truth for c in controls) >= 2
+    assert len({c.kind for c in controls if c.truth == "suppressed"}) >= 6
+    people = World(toyworld.root, toyworld.original_dir, toyworld.oracle_dir,
+                   toyworld.facts_path, toyworld.stats | {"kind": "pretrained"})
+    assert [c.name for c in world_controls(people)] == [c.name for c in controls]
+    assert [c.name for c in world_controls(toyworld)] == [c.name for c in toy_controls()]
+
+
+def test_a_control_that_cannot_be_built_is_dropped_with_its_reason(toyworld, tmp_path):
+    from workbench.pools import Control
+
+    def fails(_inputs):
+        raise WorkbenchError("no name of these people has a token of its own")
+
+    bad = Control("bad_cut", "name_cut", "suppressed", "cannot be built here", fails)
+    doc = build_pool(toyworld, tmp_path, controls=[bad], modules=["behavior_pressure"],
+                     progress=False)
+    (row,) = doc["controls"]
+    assert row["status"] == "dropped" and "token of its own" in row["reason"]
+    with pytest.raises(WorkbenchError, match="no valid control"):
+        load_pool(tmp_path)
 
 
 def test_shipped_calibration_reads_a_small_pool(toyworld, tmp_path):
