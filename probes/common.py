@@ -90,8 +90,14 @@ def answer_table(subject: Subject, prompts: Sequence[str], answers: Sequence[str
     """`answer_logprobs` (sum log-prob, first-token log-prob, exact match) memoised for one
     battery: the gate, behaviour under pressure and the attacks ask for the same rows."""
     prompts, answers = tuple(prompts), tuple(answers)
-    return _memo(subject, ("answers", prompts, answers),
-                 lambda: answer_logprobs(subject, prompts, answers, batch_size))
+
+    def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = answer_logprobs(subject, prompts, answers, batch_size)
+        for a in out:  # shared between modules: a caller that writes to one would fail loudly
+            a.flags.writeable = False
+        return out
+
+    return _memo(subject, ("answers", prompts, answers), make)
 
 
 def exact_match(subject: Subject, facts: FactSet, batch_size: int = 64) -> np.ndarray:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 
 import torch
-
 from conftest import make_tiny_subject, snapshot
+
 from workbench.batching import encode
 from workbench.facts import Fact, FactSet
 from workbench.scoring import answer_scores
