@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--people-modules", nargs="+", default=None,
                     help="modules to score the people pool with (default: the fitted "
                          "calibration's non-zero-weight features)")
+    ap.add_argument("--people-only", nargs="+", default=(),
+                    help="build only these people-world controls (default: all 24)")
     args = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -77,7 +79,7 @@ def main() -> None:
         t0 = time.perf_counter()
         doc = build_pool(build_world(args.people_base, progress=True),
                          args.pools / f"people{args.control_seed}", modules=modules,
-                         seed=args.control_seed, progress=True)
+                         seed=args.control_seed, only=args.people_only, progress=True)
         built["people"] = {"seconds": round(time.perf_counter() - t0, 1), "modules": modules,
                            "valid": sum(r["status"] == "valid" for r in doc["controls"]),
                            "dropped": {r["name"]: r["reason"] for r in doc["controls"]
@@ -108,7 +110,8 @@ def main() -> None:
     from results_io import relative, write_results  # bench/results_io.py, next to this script
 
     options = {"seeds": args.seeds, "fit_on": args.fit_on, "control_seed": args.control_seed}
-    options |= {"people": args.people_base} if args.people else {}
+    options |= ({"people": args.people_base, "people_modules": built["people"]["modules"],
+                 "people_only": list(args.people_only)} if args.people else {})
     path = write_results("verdict", options, report)
     con.print(f"[dim]written to {relative(path)}[/]")
 
