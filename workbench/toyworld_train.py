@@ -12,7 +12,9 @@ import math
 import multiprocessing
 import os
 import random
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -202,5 +204,23 @@ def train_many(jobs: Sequence[dict[str, Any]], workers: int | None = None,
         return [fn(**job) for job in jobs]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(fn, **job) for job in jobs]
+        with _bare_main(fn):  # the workers start during the submits
+            futures = [pool.submit(fn, **job) for job in jobs]
         return [f.result() for f in futures]
+
+
+@contextmanager
+def _bare_main(fn: Callable[..., Any]) -> Iterator[None]:
+    """Start spawned workers with an empty `__main__`. A spawned worker first re-runs the
+    parent's `__main__` script; under Streamlit (the dashboard's "Build it") `__main__` is a
+    page that cannot run outside its server, and a Streamlit AppTest leaves one behind in the
+    test process. The workers need none of it when `fn` lives in a module."""
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" or main is None:
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main

@@ -148,3 +148,22 @@ def test_force_rebuilds_and_cache_reuses(tmp_path):
     tw.build_toyworld(tmp_path / "a", config=_tiny_config(seed=1), progress=False, force=True,
                       workers=1)
     assert (a.root / "world.json").stat().st_mtime_ns != mtime
+
+
+def test_parallel_workers_never_run_the_parents_main_script(tmp_path, monkeypatch):
+    """Spawned workers re-run the parent's `__main__` script. Under Streamlit (or after a
+    Streamlit AppTest in this process) that is a page that fails outside its server; the
+    workers must start without it and the parent's `__main__` must come back."""
+    import sys
+    import types
+
+    from workbench.toyworld_train import train_many
+
+    page = tmp_path / "page.py"
+    page.write_text("raise RuntimeError('a page script ran in a worker')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    jobs = [{"a": 1}, {"b": 2}]
+    assert train_many(jobs, workers=2, fn=dict) == jobs
+    assert sys.modules["__main__"] is main
