@@ -86,7 +86,9 @@ def test_audit_from_the_browser_and_a_screenshot_of_every_page(app_url):
             sidebar = page.get_by_test_id("stSidebar")
             sidebar.get_by_text("toy world", exact=True).click()
             idle(page)
-            assert sidebar.get_by_text("World seed").is_visible()
+            # a loaded machine may start the rerun after `idle` looked: wait for it (a timeout
+            # fails the test)
+            sidebar.get_by_text("World seed").wait_for(state="visible", timeout=60_000)
 
             sidebar.get_by_role("link", name="Audit").click()
             page.get_by_role("heading", name="Audit").wait_for()
@@ -118,7 +120,7 @@ def test_audit_from_the_browser_and_a_screenshot_of_every_page(app_url):
                 shoot(page, ARTEFACTS / f"{name}.png")
                 print(f"[browser] {title} after {time.perf_counter() - t0:.1f} s", flush=True)
             # the last page, Runs, lists the one audit the browser ran
-            assert page.get_by_text("1 of 1 runs").is_visible()
+            page.get_by_text("1 of 1 runs").wait_for(state="visible", timeout=60_000)
         finally:
             browser.close()
     assert all((ARTEFACTS / f"{n}.png").stat().st_size > 10_000 for _, n in PAGES)
