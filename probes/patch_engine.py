@@ -124,11 +124,6 @@ def source_activations(source: Subject, prompts: Sequence[str], cells: set[Cell]
 
 
 @torch.no_grad()
-def _full_logprobs(subject: Subject, b: Batch) -> Tensor:
-    return answer_scores(subject.model, b).total
-
-
-@torch.no_grad()
 def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Sequence[str],
           rows: Sequence[tuple[int, tuple[Cell, ...]]], batch_size: int = 256,
           method: str = "auto", progress: bool = False) -> PatchRun:
@@ -157,12 +152,12 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
         raise WorkbenchError("the incremental path patches only the last prompt token (back=0)")
     inc = _Incremental(base, b) if use_inc else None
     lp_base = inc.lp_full if inc is not None else torch.cat(
-        [_full_logprobs(base, encode(base.tokenizer, prompts[s], answers[s], dev))
+        [answer_scores(base.model, encode(base.tokenizer, prompts[s], answers[s], dev)).total
          for s in chunks(len(prompts), 64)])
     if lp_src is None:
-        lp_src = torch.cat([_full_logprobs(source, encode(source.tokenizer, prompts[s], answers[s],
-                                                          source.device)).to(dev)
-                            for s in chunks(len(prompts), 64)])
+        lp_src = torch.cat([answer_scores(source.model, encode(
+            source.tokenizer, prompts[s], answers[s], source.device)).total.to(dev)
+            for s in chunks(len(prompts), 64)])
     out = None
     if inc is not None:
         out = _incremental_rows(inc, rows, src, lp_base, batch_size, method, progress)

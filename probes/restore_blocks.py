@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from probes.patch_blocks import BlockRunner
 from workbench.batching import Batch, chunks, encode
 from workbench.models import decoder_layers, hidden_of
-from workbench.scoring import answer_scores
+from workbench.scoring import answer_scores, scores_at_answers
 
 # the clean states of one scan are kept only under this size (else every group runs in full)
 MAX_STATE_BYTES = 512 * 2**20
@@ -41,9 +41,9 @@ class PrefixScan:
         if BlockRunner.supported(model) and size <= MAX_STATE_BYTES:
             self.states = [self._clean(b) for b in self.batches]
         # global parameter name -> (module index, name inside it); the final norm is index n
-        self.modules = [*self.blocks, model.model.norm] if self.states else []
+        modules = [*self.blocks, model.model.norm] if self.states else []
         full = {id(p): name for name, p in model.named_parameters()}
-        self.where = {full[id(p)]: (i, local) for i, mod in enumerate(self.modules)
+        self.where = {full[id(p)]: (i, local) for i, mod in enumerate(modules)
                       for local, p in mod.named_parameters() if id(p) in full}
 
     @torch.no_grad()
@@ -104,9 +104,6 @@ class PrefixScan:
         n = len(self.blocks)
         hn = (torch.func.functional_call(inner.norm, local[n], (h,)) if n in local
               else inner.norm(h))
-        sel = b.answer_mask[:, :-1]
-        logp = torch.log_softmax(self.model.get_output_embeddings()(hn[:, :-1][sel]).float(), -1)
-        tok = logp.gather(-1, b.input_ids[:, 1:][sel][:, None]).squeeze(-1)
-        rows = torch.repeat_interleave(torch.arange(len(sel), device=dev), sel.sum(1))
-        return torch.zeros(len(sel), dtype=torch.float32, device=dev).index_add_(0, rows, tok)
+        head = self.model.get_output_embeddings()
+        return scores_at_answers(head(hn[:, :-1][b.answer_mask[:, :-1]]), b).total
 

@@ -54,7 +54,6 @@ class _Scorer(nn.Module):
         model = self.lm
         inner, head = _backbone(model), model.get_output_embeddings()
         sel = b.answer_mask[:, :-1]
-        target = b.input_ids[:, 1:][sel]
         kw = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": use_cache}
         if inner is None or head is None or _hooked(model, inner, head):
             out = model(**kw)
@@ -62,20 +61,28 @@ class _Scorer(nn.Module):
         else:
             out = inner(**kw)
             logits = head(out.last_hidden_state[:, :-1][sel])
-        logp = torch.log_softmax(logits.float(), -1)
-        tok = logp.gather(-1, target[:, None]).squeeze(-1)
-        miss = (logits.argmax(-1) != target).float()
-        counts = sel.sum(1)
-        rows = torch.repeat_interleave(torch.arange(len(sel), device=sel.device), counts)
-        total = torch.zeros(len(sel), dtype=torch.float32, device=sel.device)
-        misses = torch.zeros_like(total)
-        total.index_add_(0, rows, tok)
-        misses.index_add_(0, rows, miss)
-        # boolean indexing is row-major, and each row's first kept position is its last prompt
-        # token, which predicts the answer's first token (`encode` refuses empty answers)
-        first = tok[torch.cumsum(counts, 0) - counts]
-        return AnswerScores(total, first, misses == 0,
-                            getattr(out, "past_key_values", None) if use_cache else None)
+        return scores_at_answers(logits, b,
+                                 getattr(out, "past_key_values", None) if use_cache else None)
+
+
+def scores_at_answers(logits: Tensor, b: Batch, cache: object | None = None) -> AnswerScores:
+    """Answer scores from the logits at `b`'s answer-predicting positions only
+    ([n, vocab], in the row-major order of `b.answer_mask[:, :-1]`)."""
+    sel = b.answer_mask[:, :-1]
+    target = b.input_ids[:, 1:][sel]
+    logp = torch.log_softmax(logits.float(), -1)
+    tok = logp.gather(-1, target[:, None]).squeeze(-1)
+    miss = (logits.argmax(-1) != target).float()
+    counts = sel.sum(1)
+    rows = torch.repeat_interleave(torch.arange(len(sel), device=sel.device), counts)
+    total = torch.zeros(len(sel), dtype=torch.float32, device=sel.device)
+    misses = torch.zeros_like(total)
+    total.index_add_(0, rows, tok)
+    misses.index_add_(0, rows, miss)
+    # boolean indexing is row-major, and each row's first kept position is its last prompt
+    # token, which predicts the answer's first token (`encode` refuses empty answers)
+    first = tok[torch.cumsum(counts, 0) - counts]
+    return AnswerScores(total, first, misses == 0, cache)
 
 
 @torch.no_grad()
