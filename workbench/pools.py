@@ -137,6 +137,33 @@ def _other_people(p: PoolInputs) -> FactSet:
     return relabelled(taught, lambda f: f.answer, "taught") + p.facts.retain
 
 
+def _output_hooks() -> list[Control]:
+    from workbench.controls import output_only_suppressor
+
+    return [Control(f"output_hook_{k}", "output_hook", "suppressed", "logits pushed down by a hook",
+                    lambda p, k=k: output_only_suppressor(p.m0, p.facts.forget, float(k)))
+            for k in (100, 30)]
+
+
+def _name_cuts() -> list[Control]:
+    from workbench.controls import name_cut_suppressor
+
+    return [Control(f"name_cut_{mode}", "name_cut", "suppressed",
+                    "the forget names' input-embedding rows cut",
+                    lambda p, mode=mode: name_cut_suppressor(
+                        p.m0, p.facts.forget, p.facts.retain + p.facts.holdout
+                        + p.facts.split("unseen"), mode))
+            for mode in ("zero", "mean")]
+
+
+def _noise(seed: int) -> list[Control]:
+    from workbench.controls import noise_edit
+
+    return [Control(f"noise_{scale:g}", "noise", "damaged", "heavy Gaussian weight noise",
+                    lambda p, scale=scale, k=k: noise_edit(p.m0, scale, seed=seed + k))
+            for k, scale in enumerate((3.0, 2.0))]
+
+
 def toy_controls(seed: int = 0) -> list[Control]:
     """The toy world's pool (31 controls before validity checks)."""
     from workbench import controls as c
@@ -145,10 +172,7 @@ def toy_controls(seed: int = 0) -> list[Control]:
     late = lambda n, k: lambda p: c.late_blocks_suppressor(p.m0, p.facts.forget,  # noqa: E731
                                                            p.facts.retain, blocks=n, seed=k)
     out = [
-        Control("output_hook_100", "output_hook", "suppressed", "logits pushed down by a hook",
-                lambda p: c.output_only_suppressor(p.m0, p.facts.forget, 100.0)),
-        Control("output_hook_30", "output_hook", "suppressed", "logits pushed down by a hook",
-                lambda p: c.output_only_suppressor(p.m0, p.facts.forget, 30.0)),
+        *_output_hooks(),
         Control("head_npo_0", "head_tune", "suppressed", "only the output head fine-tuned",
                 _head_npo(s)),
         Control("head_npo_1", "head_tune", "suppressed", "only the output head fine-tuned",
@@ -156,12 +180,7 @@ def toy_controls(seed: int = 0) -> list[Control]:
         Control("norm_npo", "norm_tune", "suppressed", "only the final norm fine-tuned",
                 _op("npo", {"params": "norm", "positions": "all", "preserve": 0.0,
                             "rows": "none", "lr": 3e-2, "steps": 300}, seed=s)),
-        *(Control(f"name_cut_{mode}", "name_cut", "suppressed",
-                  "the forget names' input-embedding rows cut",
-                  lambda p, mode=mode: c.name_cut_suppressor(
-                      p.m0, p.facts.forget, p.facts.retain + p.facts.holdout
-                      + p.facts.split("unseen"), mode))
-          for mode in ("zero", "mean")),
+        *_name_cuts(),
         Control("last_block_npo_0", "last_block", "suppressed", "only the last block fine-tuned",
                 late(1, s)),
         Control("last_block_npo_1", "last_block", "suppressed", "only the last block fine-tuned",
@@ -228,10 +247,7 @@ def toy_controls(seed: int = 0) -> list[Control]:
                 _tuned("m0", lambda p: p.facts.retain, {"params": "block", "lr": 1e-3,
                                                         "steps": 150, "stop_forget_acc": None},
                        "retain-tuned", seed=s + 1)),
-        Control("noise_3", "noise", "damaged", "heavy Gaussian weight noise",
-                lambda p: c.noise_edit(p.m0, 3.0, seed=s)),
-        Control("noise_2", "noise", "damaged", "heavy Gaussian weight noise",
-                lambda p: c.noise_edit(p.m0, 2.0, seed=s + 1)),
+        *_noise(s),
         Control("ga_collapse", "ga_collapse", "damaged", "gradient ascent on every weight",
                 lambda p: _op("ga", {"params": "block", "layers": tuple(range(p.m0.n_layers)),
                                      "lr": 1e-3, "steps": 100, "stop_forget_acc": None,
@@ -257,15 +273,8 @@ def people_controls(seed: int = 0) -> list[Control]:
     tail2 = lambda p: (p.m0.n_layers - 2, p.m0.n_layers - 1)  # noqa: E731
     every = lambda p: tuple(range(p.m0.n_layers))  # noqa: E731
     out = [
-        *(Control(f"output_hook_{k}", "output_hook", "suppressed", "logits pushed down by a hook",
-                  lambda p, k=k: c.output_only_suppressor(p.m0, p.facts.forget, float(k)))
-          for k in (100, 30)),
-        *(Control(f"name_cut_{mode}", "name_cut", "suppressed",
-                  "the forget names' input-embedding rows cut",
-                  lambda p, mode=mode: c.name_cut_suppressor(
-                      p.m0, p.facts.forget, p.facts.retain + p.facts.holdout
-                      + p.facts.split("unseen"), mode))
-          for mode in ("zero", "mean")),
+        *_output_hooks(),
+        *_name_cuts(),
         *(Control(f"last_block_npo_{k}", "last_block", "suppressed",
                   "only the last block fine-tuned", last(1, s + k)) for k in (0, 1)),
         *(Control(f"last2_refusal_{k}", "last2_refusal", "suppressed",
@@ -307,9 +316,7 @@ def people_controls(seed: int = 0) -> list[Control]:
                                                           "stop_forget_acc": None},
                          "retain-tuned", seed=s + k))
           for k, (params, steps) in enumerate((("mlp", 40), ("block", 100)))),
-        *(Control(f"noise_{scale:g}", "noise", "damaged", "heavy Gaussian weight noise",
-                  lambda p, scale=scale, k=k: c.noise_edit(p.m0, scale, seed=s + k))
-          for k, scale in enumerate((3.0, 2.0))),
+        *_noise(s),
         Control("ga_collapse", "ga_collapse", "damaged", "gradient ascent on every weight",
                 lambda p: _op("ga", {"params": "block", "layers": every(p), "lr": 1e-3,
                                      "steps": 60, "stop_forget_acc": None, "positions": "all",
