@@ -236,7 +236,8 @@ def same_model(a: Subject, b: Subject) -> bool:
         return False
     pa, pb = dict(a.model.named_parameters()), dict(b.model.named_parameters())
     return pa.keys() == pb.keys() and all(
-        pa[k].shape == pb[k].shape and torch.equal(pa[k], pb[k].to(pa[k].device)) for k in pa)
+        pa[k] is pb[k] or (pa[k].shape == pb[k].shape
+                           and torch.equal(pa[k], pb[k].to(pa[k].device))) for k in pa)
 
 
 @torch.no_grad()
