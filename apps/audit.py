@@ -33,12 +33,12 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     fs = load_facts(facts)
     m0 = load_subject(original, device=device)
     # these models are only read from here on: a tensor the edit (or the oracle) left as it was
-    # is held once (shared as soon as each is loaded, so that two full copies at most are ever
-    # held at once), and auditing a few-block edit costs little more than one model
-    m1 = load_subject(edited, device=device)
+    # is held once (read over M0 where the checkpoint allows, else shared as soon as it loads),
+    # and auditing a few-block edit costs little more than one model
+    m1 = load_subject(edited, device=device, over=m0)
     check_compatible(m0, m1)
     share_unchanged(m0, m1)
-    mr = load_subject(oracle, device=device) if oracle else None
+    mr = load_subject(oracle, device=device, over=m0) if oracle else None
     if mr is not None:
         check_compatible(m0, mr)
         share_unchanged(m0, mr)

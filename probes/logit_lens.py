@@ -75,15 +75,16 @@ def answer_lens_by_layer(subject: Subject, facts: FactSet, layers: Sequence[int]
 
 def _lens(subject: Subject, facts: FactSet, layers: list[int], cands: list[list[int]] | None = None,
           batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rank [L, n], probability [L, n], read [L, n] bool) for `facts` at `layers`."""
+    """(rank [L, n], probability [L, n], read [L, n] bool) for `facts` at `layers`, unembedded
+    a layer and `batch` facts at a time (all layers at once would hold [L, n, vocab] twice)."""
     h = resid(subject, [f.prompt for f in facts], layers)
     target = torch.from_numpy(first_tokens(subject, facts))
-    ranks, probs, read = [], [], []
-    for sl in chunks(len(facts), batch):
-        logits = _lens_logits(subject, h[:, sl]).cpu()
-        r, p, ok = _score(logits, target[sl], None if cands is None else cands[sl])
-        ranks.append(r), probs.append(p), read.append(ok)
-    return np.concatenate(ranks, 1), np.concatenate(probs, 1), np.concatenate(read, 1)
+    rows = []
+    for i in range(len(layers)):
+        parts = [_score(_lens_logits(subject, h[i, sl]).cpu(), target[sl],
+                        None if cands is None else cands[sl]) for sl in chunks(len(facts), batch)]
+        rows.append([np.concatenate(col) for col in zip(*parts, strict=True)])
+    return tuple(np.stack(col) for col in zip(*rows, strict=True))
 
 
 def _score(logits: torch.Tensor, target: torch.Tensor,

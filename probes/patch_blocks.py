@@ -120,10 +120,20 @@ class BlockRunner:
             h = hidden_of(self.blocks[layer](h, attention_mask=mask_all[:joined], position_ids=pos,
                                           past_key_values=_Prefix(k_[f], v_[f]),
                                           position_embeddings=emb, use_cache=True))
-        logits = self.model.get_output_embeddings()(inner.norm(h))
-        logp = torch.log_softmax(logits.float(), -1)
-        tgt = self.target[facts, :k]
-        return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(1)
+        return target_logprobs(self.model.get_output_embeddings(), inner.norm(h),
+                               self.target[facts, :k]).sum(1)
+
+
+def target_logprobs(head: nn.Module, h: Tensor, target: Tensor, chunk: int = 256) -> Tensor:
+    """log p(target) from hidden states h [..., d] through `head`, `chunk` positions at a time
+    (a stream of a thousand positions would hold [positions, vocab] floats twice at once)."""
+    x, t = h.reshape(-1, h.shape[-1]), target.reshape(-1)
+    out = torch.empty(len(t), dtype=torch.float32, device=h.device)
+    for s in range(0, len(t), chunk):
+        logits = head(x[s:s + chunk]).float()
+        out[s:s + chunk] = (logits.gather(-1, t[s:s + chunk, None]).squeeze(-1)
+                            - torch.logsumexp(logits, -1))
+    return out.view(target.shape)
 
 
 def clean_pass(model: nn.Module, b: Batch, s: int):

@@ -25,12 +25,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from probes.patch_blocks import BlockRunner, clean_pass, start_layer
+from probes.patch_blocks import BlockRunner, clean_pass, start_layer, target_logprobs
 from workbench.batching import Batch, chunks, encode
 from workbench.capture import POINTS, _attn, capture
 from workbench.errors import LayerError, WorkbenchError
 from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
-from workbench.scoring import answer_scores
+from workbench.scoring import answer_scores, backbone_and_head
+
+# a chunk of incremental rows copies the prompts' key/value cache for each row (and the forward
+# pass concatenates the new keys onto it): rows per chunk are cut to keep that under this size
+INCREMENTAL_CHUNK_BYTES = 128 * 2**20
 
 Cell = tuple[int, str, int]  # (layer, point, back): back = tokens before the last prompt token
 
@@ -209,9 +213,10 @@ def _incremental_rows(inc: _Incremental, rows, src, lp_base: Tensor, batch_size:
     check = inc.run([(i, ()) for i in range(nf)], {}, batch_size)
     if method != "incremental" and not torch.allclose(check, lp_base, atol=1e-3, rtol=0):
         return None
+    size = min(batch_size, inc.rows_within(INCREMENTAL_CHUNK_BYTES))
     out[torch.tensor(rest, device=out.device)] = _sweep(
-        lambda rs, plan: inc.run(rs, plan, batch_size), [rows[i] for i in rest], src,
-        lambda f, back: 0, batch_size, lp_base.device, progress, "patch (incremental)")
+        lambda rs, plan: inc.run(rs, plan, size), [rows[i] for i in rest], src,
+        lambda f, back: 0, size, lp_base.device, progress, "patch (incremental)")
     return out
 
 
@@ -286,19 +291,30 @@ class _Incremental:
         self.mask = torch.cat([past.long(), self.smask.long()], 1)
         self.pos = b.last[:, None] + torch.arange(s, device=dev)[None]
 
+    def rows_within(self, budget: int) -> int:
+        """How many rows a chunk may hold with its cache copies under `budget` bytes."""
+        per_row = sum(2 * (k[0].numel() + v[0].numel()) * k.element_size() for k, v in self.kv)
+        return max(1, budget // max(1, per_row))
+
     def run(self, chunk_rows, plan, batch_size: int) -> Tensor:
         from transformers import DynamicCache
 
         idx = torch.tensor([f for f, _ in chunk_rows], device=self.b.input_ids.device)
         cache = DynamicCache(ddp_cache_data=[(k[idx], v[idx]) for k, v in self.kv])
         handles = _attach(self.model, plan)
+        kw = {"input_ids": self.suffix[idx], "attention_mask": self.mask[idx],
+              "position_ids": self.pos[idx], "past_key_values": cache, "use_cache": True}
+        split = backbone_and_head(self.model)
         try:
-            out = self.model(input_ids=self.suffix[idx], attention_mask=self.mask[idx],
-                             position_ids=self.pos[idx], past_key_values=cache, use_cache=True)
+            if split is None:
+                out = self.model(**kw)
+                return answer_logprob_from_logits(out.logits, self.target[idx], self.smask[idx])
+            # the head on the answer positions alone, a few at a time (no [rows, s, vocab])
+            hidden = split[0](**kw).last_hidden_state
+            return (target_logprobs(split[1], hidden, self.target[idx]) * self.smask[idx]).sum(1)
         finally:
             for h in handles:
                 h.remove()
-        return answer_logprob_from_logits(out.logits, self.target[idx], self.smask[idx])
 
 
 # ----- the TransformerLens reference --------------------------------------------------------

@@ -249,12 +249,27 @@ def weight_drift(m0: Subject, m1: Subject) -> dict[str, float]:
     n_changed = 0
     for k, a in p0.items():
         b = p1[k].to(a.device)
-        norm0 += float(a.double().pow(2).sum())
-        if not torch.equal(a, b):
+        norm0 += _square_sum(a)
+        if b is not a and not torch.equal(a, b):
             n_changed += 1
-            diff += float((b.double() - a.double()).pow(2).sum())
+            diff += _square_sum(b, a)
     return {"tensor_fraction": n_changed / max(1, len(p0)),
             "relative_change": (diff / norm0) ** 0.5 if norm0 else 0.0}
+
+
+def _square_sum(a: torch.Tensor, minus: torch.Tensor | None = None,
+                chunk: int = 1 << 22) -> float:
+    """Sum of squares of `a` (or of `a - minus`) in float64, a few million values at a time
+    (a whole embedding matrix in float64 would hold twice its float32 size, twice over)."""
+    a = a.reshape(-1)
+    m = None if minus is None else minus.reshape(-1)
+    total = 0.0
+    for s in range(0, a.numel(), chunk):
+        x = a[s:s + chunk].double()
+        if m is not None:
+            x -= m[s:s + chunk].double()
+        total += float(x.square().sum())
+    return total
 
 
 def _independent(drift: dict[str, float], th: RestorationThresholds) -> bool:

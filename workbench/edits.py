@@ -175,11 +175,13 @@ def check_architecture(doc: dict[str, Any], subject: Subject, directory: Path) -
 
 
 def load_edit_subject(directory: Path, device: torch.device | str | None = None,
-                      dtype: torch.dtype | None = None, onto: Subject | None = None) -> Subject:
+                      dtype: torch.dtype | None = None, onto: Subject | None = None,
+                      over: Subject | None = None) -> Subject:
     """The edited subject saved in `directory` (weights and/or interventions re-attached).
 
     `onto` attaches a saved intervention edit to an already loaded subject instead of its
-    recorded base; a mismatched architecture raises `IncompatibleSubjectsError`."""
+    recorded base; a mismatched architecture raises `IncompatibleSubjectsError`. `over` is
+    `load_subject`'s: the weights are read over an already loaded subject's."""
     directory = Path(directory)
     doc = read_edit_json(directory)
     if (directory / "config.json").exists():
@@ -187,13 +189,13 @@ def load_edit_subject(directory: Path, device: torch.device | str | None = None,
             raise WorkbenchError(f"{directory} is a weight edit; it cannot be attached onto "
                                  f"another subject (load it on its own)")
         # `load_subject` reads the weights and re-attaches any saved interventions itself.
-        return load_subject(str(directory), device=device, dtype=dtype)
+        return load_subject(str(directory), device=device, dtype=dtype, over=over)
     if onto is None:
         if not doc.get("base"):
             raise ModelLoadError(f"{directory / 'edit.json'}: no 'base' (the model spec the "
                                  f"interventions attach to)")
         try:
-            onto = load_subject(doc["base"], device=device, dtype=dtype)
+            onto = load_subject(doc["base"], device=device, dtype=dtype, over=over)
         except ModelLoadError as e:
             raise ModelLoadError(f"{directory}: cannot load its base model: {e}") from e
     return attach_saved_interventions(directory, doc, onto)

@@ -79,3 +79,48 @@ def shape_mismatch(config: Any, weights: list[Path]) -> str:
                     return (f"{key} is {list(saved)} in {w.name} but config.json makes it "
                             f"{list(wanted[key])}")
     return ""
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+                       "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def safetensors_index(path: Path) -> dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]:
+    """Each tensor of a safetensors file as (dtype, shape, start byte, end byte), read from its
+    header; a file `check_safetensors` accepted. An unknown dtype names the file and tensor."""
+    import json
+    import struct
+
+    with path.open("rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ModelLoadError(f"{path}: tensor {name!r} has dtype {info['dtype']!r}, which "
+                                 f"the workbench does not read")
+        begin, end = info["data_offsets"]
+        out[name] = (dtype, tuple(info["shape"]), 8 + n + begin, 8 + n + end)
+    return out
+
+
+def read_safetensors_plainly(path: Path, index: dict[str, tuple[torch.dtype, tuple[int, ...],
+                                                                 int, int]]):
+    """Yield (name, tensor) for each entry of `index` (from `safetensors_index`), one tensor
+    at a time, each in memory of its own.
+
+    Written by hand because safetensors reads through a memory map whose touched pages count
+    against the process until the file is closed: reading a second checkpoint to compare it
+    with a model already held would peak at one more whole model, where plain reads peak at
+    one tensor."""
+    with path.open("rb") as fh:
+        for name, (dtype, shape, begin, end) in index.items():
+            buf = torch.empty(end - begin, dtype=torch.uint8)
+            fh.seek(begin)
+            if fh.readinto(memoryview(buf.numpy())) != end - begin:
+                raise ModelLoadError(f"{path}: tensor {name!r} is truncated")
+            yield name, buf.view(dtype).reshape(shape)

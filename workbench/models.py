@@ -204,8 +204,7 @@ def fingerprint(subject: Subject) -> str:
     shape, bytes) and its hooks (their saved specs and files). Audits key their inputs by it, so
     the same checkpoint gives the same key wherever it was loaded from."""
     h = hashlib.sha256()
-    config = {k: v for k, v in subject.model.config.to_dict().items() if k not in _IGNORED_CONFIG}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    h.update(json.dumps(_config_dict(subject.model.config), sort_keys=True, default=str).encode())
     for name, t in subject.model.state_dict().items():
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -335,7 +334,8 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = 
     return out
 
 
-def _load_dir(path: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
+def _load_dir(path: Path, dtype: torch.dtype | None,
+              over: Subject | None = None) -> tuple[Any, Any]:
     from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -349,6 +349,9 @@ def _load_dir(path: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise ModelLoadError(f"{path}: cannot load the tokenizer ({one_line(e)})") from e
+    model = _load_over(over, path, config, weights, dtype) if over is not None else None
+    if model is not None:
+        return model, tok
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=dtype or torch.float32, use_safetensors=bool(weights) or None
@@ -361,6 +364,57 @@ def _load_dir(path: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
     except (OSError, ValueError, TypeError, KeyError, SafetensorError) as e:
         raise ModelLoadError(f"{path}: cannot load the weights ({one_line(e)})") from e
     return model, tok
+
+
+@torch.no_grad()
+def _load_over(over: Subject, path: Path, config: Any, weights: list[Path],
+               dtype: torch.dtype | None) -> Any | None:
+    """The checkpoint at `path` built over `over`'s model: a fork of its module tree that keeps
+    every tensor the checkpoint holds unchanged as `over`'s own and reads only the changed ones,
+    one tensor at a time. None (load it in full) unless it fits: the same config, plain
+    safetensors weights of `over`'s dtype naming each of its tensors (a tied pair once) with the
+    same shapes, and no hooks on `over`."""
+    from workbench.model_files import read_safetensors_plainly, safetensors_index
+
+    want = dtype or torch.float32
+    if (over.interventions or not weights or over.dtype != want
+            or _config_dict(config) != _config_dict(over.model.config)):
+        return None
+    state = over.model.state_dict(keep_vars=True)
+    aliases: dict[int, list[str]] = {}
+    for name, t in state.items():
+        aliases.setdefault(id(t), []).append(name)
+    index = {w: safetensors_index(w) for w in weights}
+    saved = [name for idx in index.values() for name in idx]
+    covered = [id(state[n]) for n in saved if n in state]
+    if (len(covered) != len(saved) or len(set(covered)) != len(covered)
+            or set(covered) != set(aliases)
+            or any(tuple(state[n].shape) != idx[n][1] for idx in index.values() for n in idx)):
+        return None
+    model = fork_module(over.model)
+    model.config = config
+    for w, idx in index.items():
+        for name, t in read_safetensors_plainly(w, idx):
+            old = state[name]
+            t = t.to(device=old.device, dtype=old.dtype)
+            if torch.equal(t, old):
+                continue
+            for alias in aliases[id(old)]:  # a tied pair stays tied
+                module_name, _, key = alias.rpartition(".")
+                module = model.get_submodule(module_name)
+                if isinstance(old, nn.Parameter):
+                    module.register_parameter(key, nn.Parameter(t, requires_grad=old.requires_grad))
+                else:
+                    module.register_buffer(key, t)
+    if (path / "generation_config.json").exists():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _IGNORED_CONFIG}
 
 
 def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
@@ -403,21 +457,28 @@ def resolve_spec(spec: str) -> tuple[str, Path | str]:
 
 
 def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> Subject:
-    """Load a model spec (bundled name, checkpoint dir, .gguf file, hub id, or saved edit)."""
+                 dtype: torch.dtype | None = None, over: Subject | None = None) -> Subject:
+    """Load a model spec (bundled name, checkpoint dir, .gguf file, hub id, or saved edit).
+
+    `over`, a subject already loaded on the same device, lets a local checkpoint of the same
+    config share every tensor it holds unchanged with `over`'s model, reading only the changed
+    ones (an audit's edit and oracle over the original). For models that are only read: training
+    either one in place would change both."""
     kind, loc = resolve_spec(spec)
     dev = default_device(device)
     _quiet_transformers()
     t0 = time.perf_counter()
+    if over is not None and over.device != dev:
+        over = None
     if kind in ("bundled", "gguf"):
-        model, tok = _load_dir(materialize_gguf(Path(loc)), dtype)
+        model, tok = _load_dir(materialize_gguf(Path(loc)), dtype, over)
     elif kind == "dir":
         edit_file = Path(loc) / "edit.json"
         if edit_file.exists() and not (Path(loc) / "config.json").exists():
             from workbench.edits import load_edit_subject  # an inference-time edit on a base model
 
-            return load_edit_subject(Path(loc), device=dev, dtype=dtype)
-        model, tok = _load_dir(Path(loc), dtype)
+            return load_edit_subject(Path(loc), device=dev, dtype=dtype, over=over)
+        model, tok = _load_dir(Path(loc), dtype, over)
     else:
         model, tok = _load_hub(str(loc), dtype)
     check_finite(model, spec)

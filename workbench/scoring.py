@@ -42,6 +42,15 @@ def _hooked(*mods: nn.Module | None) -> bool:
     return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in mods)
 
 
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The model's backbone and output head when the head may run apart from the backbone (on
+    chosen positions only): both exist and nothing hooks them or the model; else None."""
+    inner, head = _backbone(model), model.get_output_embeddings()
+    if inner is None or head is None or _hooked(model, inner, head):
+        return None
+    return inner, head
+
+
 class _Scorer(nn.Module):
     """The model as a module whose forward returns answer scores (so `functional_call` can swap
     its parameters in: restored or quantized weights, the model itself untouched)."""
@@ -52,15 +61,15 @@ class _Scorer(nn.Module):
 
     def forward(self, b: Batch, use_cache: bool) -> AnswerScores:
         model = self.lm
-        inner, head = _backbone(model), model.get_output_embeddings()
+        split = backbone_and_head(model)
         sel = b.answer_mask[:, :-1]
         kw = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": use_cache}
-        if inner is None or head is None or _hooked(model, inner, head):
+        if split is None:
             out = model(**kw)
             logits = out.logits[:, :-1][sel]
         else:
-            out = inner(**kw)
-            logits = head(out.last_hidden_state[:, :-1][sel])
+            out = split[0](**kw)
+            logits = split[1](out.last_hidden_state[:, :-1][sel])
         return scores_at_answers(logits, b,
                                  getattr(out, "past_key_values", None) if use_cache else None)
 

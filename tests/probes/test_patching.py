@@ -72,7 +72,9 @@ def naive(base, source, prompts, answers, layer, point, back=0) -> np.ndarray:
 
 # ----- mechanics on tiny random models ------------------------------------------------------
 
-def test_batched_patching_equals_naive_loop(pair):
+def test_batched_patching_equals_naive_loop(pair, monkeypatch):
+    import probes.patch_engine as engine
+
     m0, m1 = pair
     cells = [(L, p) for p in POINTS for L in range(3)]
     rows = [(f, ((L, p, 0),)) for L, p in cells for f in range(len(PROMPTS))]
@@ -80,6 +82,9 @@ def test_batched_patching_equals_naive_loop(pair):
     full = patch(m1, m0, PROMPTS, ANSWERS, rows, batch_size=5, method="full")
     ref = np.concatenate([naive(m1, m0, PROMPTS, ANSWERS, L, p) for L, p in cells])
     assert np.abs(inc.logprobs - ref).max() < 1e-4
+    monkeypatch.setattr(engine, "INCREMENTAL_CHUNK_BYTES", 1)  # a memory cap: one row a chunk
+    small = patch(m1, m0, PROMPTS, ANSWERS, rows, batch_size=7, method="incremental")
+    assert np.abs(small.logprobs - ref).max() < 1e-4
     assert np.abs(full.logprobs - ref).max() < 1e-4
     assert np.abs(ref - np.tile(inc.base, len(cells))).max() > 1e-2  # the patches do something
     # earlier positions (all-position patching) go through the full path
@@ -349,3 +354,19 @@ def test_a_window_over_most_of_the_depth_is_never_localised():
     late[3] = late[6] = 0.9
     reading, reason, _ = _read(th, labels, kinds, late, 4, True, [])
     assert reading == "suppression-signature" and "block 3" in reason, reason
+
+
+def test_weight_drift_sums_squares_in_chunks(pair):
+    from probes.restoration import _square_sum, weight_drift
+
+    m0, m1 = pair
+    p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
+    norm0 = sum(float(p.double().pow(2).sum()) for p in p0.values())
+    diff = sum(float((p1[k].double() - p.double()).pow(2).sum()) for k, p in p0.items())
+    drift = weight_drift(m0, m1)
+    changed = sum(not torch.equal(p, p1[k]) for k, p in p0.items())
+    assert 0 < changed < len(p0) and drift["tensor_fraction"] == changed / len(p0)
+    assert abs(drift["relative_change"] - (diff / norm0) ** 0.5) < 1e-9
+    w = p0["model.embed_tokens.weight"]
+    assert abs(_square_sum(w, chunk=7) - float(w.double().pow(2).sum())) < 1e-6 * norm0
+    assert weight_drift(m0, m0) == {"tensor_fraction": 0.0, "relative_change": 0.0}

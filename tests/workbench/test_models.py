@@ -196,3 +196,47 @@ def test_share_unchanged_holds_equal_tensors_once_and_changes_no_output(bundled)
     with torch.no_grad():
         assert torch.equal(a.model(ids).logits, out_a) and torch.equal(b.model(ids).logits, out_b)
     assert share_unchanged(a, b) == 0  # nothing left to share
+
+
+def test_loading_over_a_model_reads_only_what_changed(tmp_path, bundled):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from workbench.models import load_subject
+
+    a = make_tiny_subject(bundled.tokenizer)
+    a.save(tmp_path / "a")
+    base = load_subject(str(tmp_path / "a"), device="cpu")
+    name = "model.layers.1.mlp.up_proj.weight"
+    edited = load_subject(str(tmp_path / "a"), device="cpu")
+    with torch.no_grad():
+        dict(edited.model.named_parameters())[name].mul_(2.0)
+    edited.save(tmp_path / "b")
+    full = load_subject(str(tmp_path / "b"), device="cpu")
+    over = load_subject(str(tmp_path / "b"), device="cpu", over=base)
+    pa, pb = dict(base.model.named_parameters()), dict(over.model.named_parameters())
+    assert pb[name] is not pa[name] and torch.equal(pb[name], full.model.get_parameter(name))
+    assert all(pb[k] is pa[k] for k in pa if k != name)
+    assert over.model.get_output_embeddings().weight is over.model.get_input_embeddings().weight
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(over.model(ids).logits, full.model(ids).logits)
+        assert not torch.equal(over.model(ids).logits, base.model(ids).logits)
+    assert torch.equal(base.model.get_parameter(name), a.model.get_parameter(name))  # untouched
+
+    # a checkpoint that does not fit the base (another config, a missing tensor) loads in full
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    cfg["rms_norm_eps"] = 1e-3
+    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg))
+    other = load_subject(str(tmp_path / "b"), device="cpu", over=base)
+    assert not any(p is q for p in other.model.parameters() for q in base.model.parameters())
+    weights = load_file(str(tmp_path / "a" / "model.safetensors"))
+    weights.pop("model.norm.weight")
+    (tmp_path / "c").mkdir()
+    for f in (tmp_path / "a").iterdir():
+        if f.name != "model.safetensors":
+            (tmp_path / "c" / f.name).write_bytes(f.read_bytes())
+    save_file(weights, str(tmp_path / "c" / "model.safetensors"), metadata={"format": "pt"})
+    partial = load_subject(str(tmp_path / "c"), device="cpu", over=base)
+    assert not any(p is q for p in partial.model.parameters() for q in base.model.parameters())
