@@ -166,8 +166,11 @@ def _key(inputs: dict[str, Any], module: str) -> str:
 
 def _behaviour(out: Path, subjects: dict[str, Subject], facts: FactSet,
                hashes: dict[str, str], progress: bool) -> dict[str, dict[str, float]]:
-    """Greedy accuracy per split of each subject (cached in `behaviour.json` by hash)."""
-    from workbench.behavior import accuracy_by_split
+    """Greedy accuracy per split of each subject, as `workbench eval` counts it (cached in
+    `behaviour.json` by hash). The teacher-forced scores are the battery's own (memoised):
+    only the rows they do not already count correct are generated."""
+    from probes.common import answer_table
+    from workbench.behavior import greedy_correct
 
     path = out / "behaviour.json"
     old = read_json(path) if path.exists() else {}
@@ -176,9 +179,14 @@ def _behaviour(out: Path, subjects: dict[str, Subject], facts: FactSet,
         return old["accuracy"]
     if progress:
         print("[audit] behaviour per split ...", flush=True)
-    acc = {role: {split: round(row["accuracy"], 4)
-                  for split, row in accuracy_by_split(s, facts).items()}
-           for role, s in subjects.items()}
+    acc: dict[str, dict[str, float]] = {}
+    for role, s in subjects.items():
+        acc[role] = {}
+        for split in facts.splits():
+            fs = facts.split(split)
+            prompts, answers = [f.prompt for f in fs], [f.answer for f in fs]
+            exact = answer_table(s, prompts, answers)[2]
+            acc[role][split] = round(float(greedy_correct(s, prompts, answers, exact).mean()), 4)
     _write_json(path, {"key": key, "accuracy": acc})
     return acc
 

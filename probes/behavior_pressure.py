@@ -18,6 +18,9 @@ from workbench.facts import FactSet
 from workbench.models import Subject
 
 PARA_SPLITS = ("forget", "retain")
+# paraphrases scored per fact and split: all of the forget facts' (the leak reading), and the
+# first of each retain fact's (a collateral-damage figure no reading uses; a quarter of the cost)
+PARA_PER_FACT = {"forget": None, "retain": 1}
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def _measure(subject: Subject, facts: FactSet, mixed: dict[str, tuple[list, list
             subject, [f.prompt for f in fs], [f.answer for f in fs])
         if split not in PARA_SPLITS:  # paraphrases answer a question only for these two
             continue
-        para = [(p, f.answer) for f in fs for p in f.paraphrases]
+        para = [(p, f.answer) for f in fs for p in f.paraphrases[:PARA_PER_FACT[split]]]
         out[f"{split}_para_acc"], out[f"{split}_para_logprob"] = _score(
             subject, [p for p, _ in para], [a for _, a in para])
     for name, (prompts, answers) in mixed.items():
@@ -85,6 +88,7 @@ def _behavior_pressure(ctx: ProbeContext, th: BehaviorPressureThresholds) -> Fin
     return Finding("behavior_pressure", reading, reason, scores, arrays,
                    meta={"n_mixed": len(mixed.get("forget", ([], []))[0]), "seed": seed,
                          "correctness": "teacher-forced greedy exact match",
+                         "paraphrases_per_fact": {k: v or "all" for k, v in PARA_PER_FACT.items()},
                          "models": list(table)})
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from workbench.behavior import answer_logprobs
-from workbench.capture import capture
+from workbench.capture import capture, check_request
 from workbench.facts import FactSet
 from workbench.models import Subject, check_compatible
 
@@ -131,12 +131,19 @@ def default_layers(subject: Subject, max_layers: int = 12) -> list[int]:
 
 def resid(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
           batch_size: int = 32) -> np.ndarray:
-    """`resid_post` at the last prompt token: float32 numpy [layer, n, d_model] (memoised)."""
-    def make() -> np.ndarray:
-        acts = capture(subject, list(prompts), layers, batch_size=batch_size)
-        return acts.stack().float().cpu().numpy()
+    """`resid_post` at the last prompt token: float32 numpy [layer, n, d_model]. Every layer
+    is captured and memoised per prompt set (one pass to the last block, which every caller
+    reaches anyway), so modules asking for other layers of the same prompts share it."""
+    every = list(range(subject.n_layers))
 
-    return _memo(subject, ("resid", tuple(prompts), tuple(layers)), make)
+    def make() -> np.ndarray:
+        acts = capture(subject, list(prompts), every, batch_size=batch_size)
+        out = acts.stack().float().cpu().numpy()
+        out.flags.writeable = False
+        return out
+
+    check_request(subject, layers)
+    return _memo(subject, ("resid", tuple(prompts)), make)[list(layers)]
 
 
 def late(layers: Sequence[int], n_layers: int) -> np.ndarray:

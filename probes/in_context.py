@@ -26,8 +26,7 @@ from probes.attack_common import (
     weight_attack_blocker,
 )
 from probes.base import Finding, ProbeContext, ProbeSpec
-from probes.common import gate, joiner, seed_all
-from workbench.behavior import answer_logprobs
+from probes.common import answer_table, gate, joiner, seed_all
 from workbench.facts import Fact, FactSet
 from workbench.models import Subject
 
@@ -96,7 +95,8 @@ def _length(tokenizer, text: str) -> int:
 
 def _acc(subject: Subject, prompts: Sequence[str], answers: Sequence[str],
          batch_size: int) -> float:
-    return float(answer_logprobs(subject, list(prompts), list(answers), batch_size)[2].mean())
+    # memoised: the plain questions are the gate's rows when every forget fact is asked
+    return float(answer_table(subject, prompts, answers, batch_size)[2].mean())
 
 
 def _in_context(ctx: ProbeContext, th: InContextThresholds, k: int = 3, n_max: int = 128,

@@ -74,10 +74,17 @@ def answer_lens_by_layer(subject: Subject, facts: FactSet, layers: Sequence[int]
 
 
 def _lens(subject: Subject, facts: FactSet, layers: list[int], cands: list[list[int]] | None = None,
-          batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rank [L, n], probability [L, n], read [L, n] bool) for `facts` at `layers`, unembedded
-    a layer and `batch` facts at a time (all layers at once would hold [L, n, vocab] twice)."""
+          batch: int = 64, keep: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rank [L, n], probability [L, n], read [L, n] bool) for `facts` (the `keep` rows of
+    them, when given: the residuals are those of the whole set, shared with other modules) at
+    `layers`, unembedded a layer and `batch` facts at a time (all layers at once would hold
+    [L, n, vocab] twice)."""
     h = resid(subject, [f.prompt for f in facts], layers)
+    if keep is not None:
+        h = h[:, keep]
+        facts = FactSet(tuple(f for f, k in zip(facts, keep, strict=True) if k), facts.name)
+        cands = None if cands is None else [c for c, k in zip(cands, keep, strict=True) if k]
     target = torch.from_numpy(first_tokens(subject, facts))
     rows = []
     for i in range(len(layers)):
@@ -122,17 +129,18 @@ def _logit_lens(ctx: ProbeContext, th: LogitLensThresholds) -> Finding:
     g = gate(m0, m1, facts, th)
     forget = facts.forget
     cands = candidates(m0, forget, facts)
-    known = _output(m0, forget, cands)[2]  # judge only facts M0 itself answers
+    outputs = {name: _output(s, forget, cands) for name, s in ctx.subjects.items()}
+    known = outputs["M0"][2]  # judge only facts M0 itself answers
     if not known.any():
         raise WorkbenchError("M0 answers none of the forget facts: nothing to trace")
     fs = FactSet(tuple(f for f, k in zip(forget, known, strict=True) if k), "forget-known")
-    cands = [c for c, k in zip(cands, known, strict=True) if k]
+    known_cands = [c for c, k in zip(cands, known, strict=True) if k]
     layers = list(range(m0.n_layers))
-    chance = float(np.mean([1 / len(c) if len(c) >= 2 else 0.0 for c in cands]))
+    chance = float(np.mean([1 / len(c) if len(c) >= 2 else 0.0 for c in known_cands]))
     arrays, read_rate, out_rate = {}, {}, {}
     for name, s in ctx.subjects.items():
-        rank, prob, read = _lens(s, fs, layers, cands)
-        o_rank, o_prob, o_read = _output(s, fs, cands)
+        rank, prob, read = _lens(s, forget, layers, cands, keep=known)
+        o_rank, o_prob, o_read = (a[known] for a in outputs[name])
         arrays |= {f"rank_{name}": rank, f"prob_{name}": prob, f"output_rank_{name}": o_rank,
                    f"output_prob_{name}": o_prob}
         read_rate[name] = read.mean(1)

@@ -81,6 +81,21 @@ def greedy_continuations(subject: Subject, prompts: Sequence[str], max_new_token
     return out
 
 
+def greedy_correct(subject: Subject, prompts: Sequence[str], answers: Sequence[str],
+                   exact: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """`evaluate`'s correctness from teacher-forced exact matches (`answer_logprobs`' third
+    array): a row whose greedy decoding reproduces the answer is correct as it stands; only the
+    others are generated (answer length + 2 tokens) and matched after normalisation."""
+    correct = np.asarray(exact, bool).copy()
+    miss = np.flatnonzero(~correct)
+    if len(miss):
+        n_tok = max(len(subject.tokenizer(answers[i], add_special_tokens=False)["input_ids"])
+                    for i in miss)
+        gens = greedy_continuations(subject, [prompts[i] for i in miss], n_tok + 2, batch_size)
+        correct[miss] = [is_match(g, answers[i]) for g, i in zip(gens, miss, strict=True)]
+    return correct
+
+
 def evaluate(subject: Subject, facts: FactSet, batch_size: int = 32, generate: bool = True,
              use_paraphrases: bool = False) -> list[FactResult]:
     """Per-fact results. With `generate=False` correctness is the exact teacher-forced greedy

@@ -62,7 +62,9 @@ class _Stop(Exception):
     """Raised from a hook to end the forward pass once every wanted layer has run."""
 
 
-def _check(subject: Subject, layers: Sequence[int], points: Sequence[str], position: str) -> None:
+def check_request(subject: Subject, layers: Sequence[int], points: Sequence[str] = ("resid_post",),
+                  position: str = "last") -> None:
+    """Raise a clear error for layers, hook points or a position `capture` cannot give."""
     if not layers:
         raise LayerError("no layers requested")
     bad = [L for L in layers if not 0 <= L < subject.n_layers]
@@ -177,7 +179,7 @@ def capture(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
     or `all` (every token, right-padded). Runs only up to the deepest requested layer, batched,
     on the subject's device; results stay on that device."""
     layers = tuple(sorted(set(int(L) for L in layers)))
-    _check(subject, layers, points, position)
+    check_request(subject, layers, points, position)
     points = tuple(p for p in POINTS if p in set(points))  # execution order
     if position == "answer" and answers is None:
         raise ValueError("position='answer' needs the answers")

@@ -9,6 +9,7 @@ from workbench.behavior import (
     answer_logprobs,
     evaluate,
     greedy_continuations,
+    greedy_correct,
     is_match,
     normalize,
     summarize,
@@ -81,6 +82,27 @@ def test_teacher_forced_agrees_with_greedy(bundled, builtin, greedy_results):
                                            for r in greedy_results]
     np.testing.assert_allclose([r.logprob for r in forced], [r.logprob for r in greedy_results],
                                atol=1e-5)
+
+
+def test_greedy_correct_generates_only_the_misses(bundled, builtin, monkeypatch):
+    import workbench.behavior as behavior
+
+    facts = [f for f in builtin if f.relation == builtin[0].relation][:6]
+    # half the rows carry another fact's answer: teacher forcing misses them
+    rows = [(f.prompt, f.answer if i % 2 else facts[(i + 1) % len(facts)].answer)
+            for i, f in enumerate(facts)]
+    prompts, answers = [p for p, _ in rows], [a for _, a in rows]
+    exact = answer_logprobs(bundled, prompts, answers)[2]
+    ref = evaluate(bundled, FactSet(tuple(Fact(f"r{i}", p, a, "forget")
+                                          for i, (p, a) in enumerate(rows)), "rows"))
+    asked = []
+    real = behavior.greedy_continuations
+    monkeypatch.setattr(behavior, "greedy_continuations",
+                        lambda s, ps, *a, **k: asked.extend(ps) or real(s, ps, *a, **k))
+    got = greedy_correct(bundled, prompts, answers, exact)
+    assert got.tolist() == [r.correct for r in ref]
+    assert 0 < len(asked) < len(rows) and sorted(asked) == sorted(
+        p for p, e in zip(prompts, exact, strict=True) if not e)
 
 
 def test_wrong_answers_are_rejected(bundled, builtin):
