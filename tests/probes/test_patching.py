@@ -360,7 +360,8 @@ def test_weight_drift_sums_squares_in_chunks(pair):
     from probes.restoration import _square_sum, weight_drift
 
     m0, m1 = pair
-    p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
+    p0 = {k: p.detach() for k, p in m0.model.named_parameters()}
+    p1 = {k: p.detach() for k, p in m1.model.named_parameters()}
     norm0 = sum(float(p.double().pow(2).sum()) for p in p0.values())
     diff = sum(float((p1[k].double() - p.double()).pow(2).sum()) for k, p in p0.items())
     drift = weight_drift(m0, m1)
