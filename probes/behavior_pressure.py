@@ -33,10 +33,11 @@ class BehaviorPressureThresholds(GateThresholds):
     trigger_min: float = 0.15
 
 
-def _score(subject: Subject, prompts: list[str], answers: list[str]) -> tuple[float, float]:
+def _score(subject: Subject, prompts: list[str], answers: list[str],
+           keep_resid: bool = False) -> tuple[float, float]:
     if not prompts:
         return float("nan"), float("nan")
-    total, _, exact = answer_table(subject, prompts, answers)
+    total, _, exact = answer_table(subject, prompts, answers, keep_resid=keep_resid)
     return float(exact.mean()), float(total.mean())
 
 
@@ -44,8 +45,8 @@ def _measure(subject: Subject, facts: FactSet, mixed: dict[str, tuple[list, list
     out: dict[str, float] = {}
     for split in facts.splits():
         fs = facts.split(split)
-        out[f"{split}_acc"], out[f"{split}_logprob"] = _score(
-            subject, [f.prompt for f in fs], [f.answer for f in fs])
+        out[f"{split}_acc"], out[f"{split}_logprob"] = _score(  # the signal reads these too
+            subject, [f.prompt for f in fs], [f.answer for f in fs], keep_resid=True)
         if split not in PARA_SPLITS:  # paraphrases answer a question only for these two
             continue
         para = [(p, f.answer) for f in fs for p in f.paraphrases[:PARA_PER_FACT[split]]]
@@ -53,7 +54,7 @@ def _measure(subject: Subject, facts: FactSet, mixed: dict[str, tuple[list, list
             subject, [p for p, _ in para], [a for _, a in para])
     for name, (prompts, answers) in mixed.items():
         out[f"retain_after_{name}_acc"], out[f"retain_after_{name}_logprob"] = _score(
-            subject, prompts, answers)
+            subject, prompts, answers, keep_resid=name == "forget")  # the signal's drag prompts
     return out
 
 

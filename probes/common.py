@@ -85,16 +85,31 @@ def _memo(subject: Subject, key: tuple, make):
     return value
 
 
+def _memo_has(subject: Subject, key: tuple) -> bool:
+    hit = _MEMO.get((id(subject.model), *key))
+    return hit is not None and hit[0]() is subject.model
+
+
 def answer_table(subject: Subject, prompts: Sequence[str], answers: Sequence[str],
-                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 batch_size: int = 64, keep_resid: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`answer_logprobs` (sum log-prob, first-token log-prob, exact match) memoised for one
-    battery: the gate, behaviour under pressure and the attacks ask for the same rows."""
+    battery: the gate, behaviour under pressure and the attacks ask for the same rows.
+    `keep_resid`: the same pass also memoises `resid` of these prompts, for prompt sets other
+    modules read the residual stream of (the splits, the mixed prompts)."""
     prompts, answers = tuple(prompts), tuple(answers)
+    resid_key = ("resid", prompts)
 
     def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = answer_logprobs(subject, prompts, answers, batch_size)
+        h = None
+        if keep_resid and not _memo_has(subject, resid_key):
+            h = np.empty((subject.n_layers, len(prompts), subject.d_model), np.float32)
+        out = answer_logprobs(subject, prompts, answers, batch_size, resid_out=h)
         for a in out:  # shared between modules: a caller that writes to one would fail loudly
             a.flags.writeable = False
+        if h is not None:
+            h.flags.writeable = False
+            _memo(subject, resid_key, lambda: h)
         return out
 
     return _memo(subject, ("answers", prompts, answers), make)
@@ -103,7 +118,7 @@ def answer_table(subject: Subject, prompts: Sequence[str], answers: Sequence[str
 def exact_match(subject: Subject, facts: FactSet, batch_size: int = 64) -> np.ndarray:
     """Per-fact teacher-forced greedy exact match (one batched forward pass, memoised)."""
     return answer_table(subject, [f.prompt for f in facts], [f.answer for f in facts],
-                        batch_size)[2]
+                        batch_size, keep_resid=True)[2]
 
 
 def gate(m0: Subject, m1: Subject, facts: FactSet,

@@ -12,7 +12,7 @@ import torch
 
 from workbench.batching import chunks, encode
 from workbench.facts import FactSet
-from workbench.models import Subject
+from workbench.models import Subject, hidden_of
 from workbench.scoring import answer_scores
 
 _PUNCT = re.compile(r"[^\w\s]")
@@ -44,9 +44,14 @@ class FactResult:
 
 
 def answer_logprobs(subject: Subject, prompts: Sequence[str], answers: Sequence[str],
-                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    batch_size: int = 32, resid_out: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Teacher-forced (sum log-prob, first-token log-prob, exact greedy match) per prompt.
-    Rows are batched in order of length (less padding to compute), results in input order."""
+    Rows are batched in order of length (less padding to compute), results in input order.
+
+    `resid_out`, a float32 array [n_layers, n prompts, d_model], receives every block's output
+    at each row's last prompt token from the same pass: what `capture` gives on the prompts
+    alone, since the answer tokens come after it."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
@@ -56,10 +61,27 @@ def answer_logprobs(subject: Subject, prompts: Sequence[str], answers: Sequence[
         rows = order[sl]
         b = encode(subject.tokenizer, [prompts[i] for i in rows], [answers[i] for i in rows],
                    device=subject.device)
-        s = answer_scores(subject.model, b)
+        handles = [] if resid_out is None else _keep_last(subject, b, rows, resid_out)
+        try:
+            s = answer_scores(subject.model, b)
+        finally:
+            for h in handles:
+                h.remove()
         total[rows], first[rows], exact[rows] = (s.total.cpu().numpy(), s.first.cpu().numpy(),
                                                  s.exact.cpu().numpy())
     return total, first, exact
+
+
+def _keep_last(subject: Subject, b, rows: list[int], out: np.ndarray) -> list:
+    """Hooks writing each block's output at `b`'s last prompt tokens into `out[:, rows]`."""
+    at = torch.arange(len(rows), device=b.last.device)
+
+    def keep(i: int):
+        def hook(_m, _a, output):
+            out[i, rows] = hidden_of(output)[at, b.last].float().cpu().numpy()
+        return hook
+
+    return [blk.register_forward_hook(keep(i)) for i, blk in enumerate(subject.layers())]
 
 
 @torch.no_grad()

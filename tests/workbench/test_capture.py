@@ -106,3 +106,27 @@ def test_stack_and_hook_names(bundled):
 def test_bad_requests_are_clear_errors(bundled, kwargs, err):
     with pytest.raises(err):
         capture(bundled, PROMPTS, **kwargs)
+
+
+def test_the_answer_pass_keeps_what_capture_gives(bundled, monkeypatch):
+    import numpy as np
+
+    import probes.common
+    from probes.common import answer_table, resid
+    from workbench.behavior import answer_logprobs
+
+    prompts = ["The capital of France is", "Water is made of hydrogen and",
+               "The first president of the United States was"]
+    answers = [" Paris", " oxygen", " George Washington"]
+    layers = list(range(bundled.n_layers))
+    want = capture(bundled, prompts, layers).stack().float().numpy()
+    h = np.full((bundled.n_layers, len(prompts), bundled.d_model), np.nan, np.float32)
+    plain = answer_logprobs(bundled, prompts, answers, batch_size=2)
+    kept = answer_logprobs(bundled, prompts, answers, batch_size=2, resid_out=h)
+    assert np.abs(h - want).max() < 1e-3 * np.abs(want).max()
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(plain, kept, strict=True))
+    # the memoised table fills `resid`'s memo for the same prompts (what the signal reads)
+    answer_table(bundled, prompts, answers, keep_resid=True)
+    monkeypatch.setattr(probes.common, "capture", None)  # no second pass
+    got = resid(bundled, prompts, [0, bundled.n_layers - 1])
+    assert np.abs(got - want[[0, -1]]).max() < 1e-3 * np.abs(want).max()
