@@ -61,7 +61,7 @@ def run_audit_demo(out: str | Path = "runs/demo", seed: int = 0, device: str | N
     """Run the demo into `out` (one run directory per audit) and return its rows."""
     from workbench.entities import with_entities
     from workbench.facts import load_facts
-    from workbench.models import load_subject
+    from workbench.models import load_subject, share_unchanged
     from workbench.pretrained_world import build_pretrained_world
 
     out = Path(out)
@@ -69,19 +69,22 @@ def run_audit_demo(out: str | Path = "runs/demo", seed: int = 0, device: str | N
     log("[demo] the real-model world (SmolLM2 taught fictitious people; built once, cached)")
     world = build_pretrained_world(progress=True)
     facts = demo_facts(world.facts())
-    m0, oracle = world.original(device=device), world.oracle(device=device)
+    m0 = world.original(device=device)
+    oracle = world.oracle(device=device, over=m0)  # only read from here on: shares M0's tensors
     key = {"world": world.stats.get("config_hash"), "facts": sorted(f.id for f in facts),
            "seed": seed}
     rows = []
     for op, truth in (("npo", "removal-intended"), ("steer", "suppression-intended")):
         log(f"[demo] {op}: unlearning {len(facts.forget)} facts of {PEOPLE} people")
         m1 = _edit(op, m0, facts, out / "edits" / op, key, device, seed)
+        share_unchanged(m0, m1)
         rows.append(DemoRow(op, truth, _audit(m0, m1, facts, out / f"people-{op}", oracle,
                                               seed, device, log)))
     log("[demo] the oracle itself, audited as if it were an edit (it must read removed)")
     rows.append(DemoRow("oracle", "removed by construction",
                         _audit(m0, oracle, facts, out / "people-oracle", oracle, seed, device,
                                log)))
+    del m0, m1, oracle  # the people world's models are done with
     log("[demo] the built-in real facts, one steering edit, no oracle")
     real, _ = with_entities(load_facts("smollm2"))
     bundled = load_subject("smollm2-135m", device=device)

@@ -53,10 +53,12 @@ class World:
 
         return load_subject(str(self.original_dir), device=device)
 
-    def oracle(self, device: Any = None):
+    def oracle(self, device: Any = None, over: Any = None):
+        """The retrain oracle; `over` (the original, loaded) is `load_subject`'s: the tensors
+        the oracle holds unchanged are shared with it (for models that are only read)."""
         from workbench.models import load_subject
 
-        return load_subject(str(self.oracle_dir), device=device)
+        return load_subject(str(self.oracle_dir), device=device, over=over)
 
 
 def chance_rates(attributes: dict[str, tuple[tuple[str, ...], Any]]) -> dict[str, float]:
