@@ -265,9 +265,9 @@ def _square_sum(a: torch.Tensor, minus: torch.Tensor | None = None,
     m = None if minus is None else minus.reshape(-1)
     total = 0.0
     for s in range(0, a.numel(), chunk):
-        x = a[s:s + chunk].double()
+        x = a[s:s + chunk].double()  # the weights themselves when they are float64: no `-=`
         if m is not None:
-            x -= m[s:s + chunk].double()
+            x = x - m[s:s + chunk].double()
         total += float(x.square().sum())
     return total
 
