@@ -26,7 +26,8 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     hub names) on a fact file or built-in set; write the run directory and its HTML report."""
     from probes.audit import tier_modules
     from workbench.facts import load_facts
-    from workbench.models import check_compatible, load_subject, share_unchanged
+    from workbench.model_sharing import share_unchanged
+    from workbench.models import check_compatible, load_subject
 
     tier_modules(tier, modules)  # an unknown tier or module fails before any model loads
     cal = Calibration.load(calibration)

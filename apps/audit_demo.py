@@ -61,7 +61,8 @@ def run_audit_demo(out: str | Path = "runs/demo", seed: int = 0, device: str | N
     """Run the demo into `out` (one run directory per audit) and return its rows."""
     from workbench.entities import with_entities
     from workbench.facts import load_facts
-    from workbench.models import load_subject, share_unchanged
+    from workbench.model_sharing import share_unchanged
+    from workbench.models import load_subject
     from workbench.pretrained_world import build_pretrained_world
 
     out = Path(out)

@@ -175,7 +175,7 @@ def test_fingerprint_follows_weights_and_hooks_not_where_they_came_from(toy_orig
 def test_share_unchanged_holds_equal_tensors_once_and_changes_no_output(bundled):
     import copy
 
-    from workbench.models import share_unchanged
+    from workbench.model_sharing import share_unchanged
 
     a = make_tiny_subject(bundled.tokenizer)
     b = copy.deepcopy(a)
