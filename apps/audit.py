@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from probes.audit import AuditRun, run_audit
 from probes.verdict import Calibration
 
@@ -21,25 +23,29 @@ if TYPE_CHECKING:
 def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str | None = None,
           tier: str = "quick", modules: Sequence[str] | None = None, seed: int = 0,
           calibration: str | Path | None = None, device: str | None = None,
-          progress: bool = True) -> AuditRun:
+          progress: bool = True, dtype: str | None = None) -> AuditRun:
     """Audit the checkpoint pair named by model specs (paths, saved edits, built-in or cached
-    hub names) on a fact file or built-in set; write the run directory and its HTML report."""
+    hub names) on a fact file or built-in set; write the run directory and its HTML report.
+    `device` 'auto' spreads the models over every GPU; `dtype` None or 'auto' is bfloat16 on a
+    GPU and float32 on the CPU (`workbench.placement`)."""
     from probes.audit import tier_modules
     from workbench.facts import load_facts
     from workbench.model_sharing import share_unchanged
     from workbench.models import check_compatible, load_subject
+    from workbench.placement import resolve_device, resolve_dtype
 
     tier_modules(tier, modules)  # an unknown tier or module fails before any model loads
+    dt = resolve_dtype(dtype, resolve_device(device)[0])
     cal = Calibration.load(calibration)
     fs = load_facts(facts)
-    m0 = load_subject(original, device=device)
+    m0 = load_subject(original, device=device, dtype=dt)
     # these models are only read from here on: a tensor the edit (or the oracle) left as it was
     # is held once (read over M0 where the checkpoint allows, else shared as soon as it loads),
     # and auditing a few-block edit costs little more than one model
-    m1 = load_subject(edited, device=device, over=m0)
+    m1 = load_subject(edited, device=device, dtype=dt, over=m0)
     check_compatible(m0, m1)
     share_unchanged(m0, m1)
-    mr = load_subject(oracle, device=device, over=m0) if oracle else None
+    mr = load_subject(oracle, device=device, dtype=dt, over=m0) if oracle else None
     if mr is not None:
         check_compatible(m0, mr)
         share_unchanged(m0, mr)
@@ -61,6 +67,8 @@ def audit_subjects(m0: Subject, m1: Subject, facts: FactSet, out: str | Path,
                str(specs["M1"]), "--facts", str(specs["facts"]), "--out", str(out), "--tier",
                tier, "--seed", str(seed)]
     command += ["--oracle", str(specs["Mr"])] if oracle is not None else []
+    if m0.dtype != torch.float32:  # 'auto' differs between machines: name what this run used
+        command += ["--dtype", str(m0.dtype).removeprefix("torch.")]
     command += [x for m in modules or () for x in ("--module", m)]
     roles = {"M0": str(specs["M0"]), "M1": str(specs["M1"])}
     roles |= {"Mr": str(specs["Mr"])} if oracle is not None else {}

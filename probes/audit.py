@@ -151,12 +151,20 @@ def run_audit(m0: Subject, m1: Subject, facts: FactSet, out: str | Path,
                           for role, s in subjects.items()},
                 "facts": {"name": facts.name, "hash": inputs["facts"], "n": len(facts),
                           "splits": {s: len(facts.split(s)) for s in facts.splits()}},
-                "calibration": cal.version, "timings": timings,
+                "calibration": cal.version, "timings": timings, "placement": _placement(m0),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write_json(out / "manifest.json", manifest)
     report = _report(manifest, verdict, findings, behaviour, command)
     _write_json(out / "report.json", report)
     return AuditRun(out, verdict, report, findings)
+
+
+def _placement(subject: Subject) -> dict[str, Any]:
+    """Where the audit ran: the device, the dtype and (for a model spread over several devices
+    by accelerate) its device map."""
+    placed = getattr(subject.model, "hf_device_map", None)
+    return {"device": str(subject.device), "dtype": str(subject.dtype).removeprefix("torch."),
+            "device_map": {k: str(v) for k, v in placed.items()} if placed else None}
 
 
 def _key(inputs: dict[str, Any], module: str) -> str:

@@ -30,10 +30,12 @@ from workbench.batching import Batch, chunks, encode
 from workbench.capture import POINTS, _attn, capture
 from workbench.errors import LayerError, WorkbenchError
 from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
+from workbench.placement import batch_bytes
 from workbench.scoring import answer_scores, backbone_and_head
 
 # a chunk of incremental rows copies the prompts' key/value cache for each row (and the forward
 # pass concatenates the new keys onto it): rows per chunk are cut to keep that under this size
+# on the CPU (on a GPU, under a share of its free memory)
 INCREMENTAL_CHUNK_BYTES = 128 * 2**20
 
 Cell = tuple[int, str, int]  # (layer, point, back): back = tokens before the last prompt token
@@ -213,7 +215,7 @@ def _incremental_rows(inc: _Incremental, rows, src, lp_base: Tensor, batch_size:
     check = inc.run([(i, ()) for i in range(nf)], {}, batch_size)
     if method != "incremental" and not torch.allclose(check, lp_base, atol=1e-3, rtol=0):
         return None
-    size = min(batch_size, inc.rows_within(INCREMENTAL_CHUNK_BYTES))
+    size = min(batch_size, inc.rows_within(batch_bytes(lp_base.device, INCREMENTAL_CHUNK_BYTES)))
     out[torch.tensor(rest, device=out.device)] = _sweep(
         lambda rs, plan: inc.run(rs, plan, size), [rows[i] for i in rest], src,
         lambda f, back: 0, size, lp_base.device, progress, "patch (incremental)")

@@ -13,6 +13,7 @@ import torch
 from workbench.batching import chunks, encode
 from workbench.facts import FactSet
 from workbench.models import Subject, hidden_of
+from workbench.placement import rows_per_batch
 from workbench.scoring import answer_scores
 
 _PUNCT = re.compile(r"[^\w\s]")
@@ -55,6 +56,7 @@ def answer_logprobs(subject: Subject, prompts: Sequence[str], answers: Sequence[
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
+    batch_size = rows_per_batch(subject, [p + a for p, a in zip(prompts, answers)], batch_size)
     total, first, exact = (np.zeros(len(prompts), np.float32), np.zeros(len(prompts), np.float32),
                            np.zeros(len(prompts), bool))
     for sl in chunks(len(order), batch_size):
@@ -90,6 +92,7 @@ def greedy_continuations(subject: Subject, prompts: Sequence[str], max_new_token
     """Greedy continuations of each prompt (left-padded batched generation)."""
     tok = subject.tokenizer
     out: list[str] = []
+    batch_size = rows_per_batch(subject, prompts, batch_size, extra=max_new_tokens)
     old_side = tok.padding_side
     tok.padding_side = "left"
     try:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from workbench.batching import Batch, chunks, encode
 from workbench.errors import LayerError
 from workbench.models import Subject, hidden_of
+from workbench.placement import rows_per_batch
 
 Point = Literal["resid_pre", "attn_out", "mlp_out", "resid_post"]  # in execution order
 POINTS = get_args(Point)
@@ -189,7 +190,8 @@ def capture(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
         raise ValueError("remote execution is only available with backend='nnsight'")
     parts: dict[str, list[Tensor]] = {}
     lengths = []
-    slices = list(chunks(len(prompts), batch_size))
+    texts = prompts if answers is None else [p + a for p, a in zip(prompts, answers)]
+    slices = list(chunks(len(prompts), rows_per_batch(subject, texts, batch_size)))
     for sl in tqdm(slices, desc="capture", disable=not progress or len(slices) < 2):
         b = encode(subject.tokenizer, prompts[sl], None if answers is None else answers[sl],
                    device=subject.device)

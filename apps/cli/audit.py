@@ -25,12 +25,15 @@ def audit(
     calibration: Annotated[Path | None, typer.Option(
         help="calibration file (default: the shipped one)")] = None,
     device: Device = None,
+    dtype: Annotated[str, typer.Option(
+        help="auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16")
+    ] = "auto",
 ) -> None:
     """Audit an edit: run the battery, decide the verdict, write the run directory and report."""
     from apps.audit import audit as run
 
     result = run(original, edited, facts, out_dir, oracle=oracle, tier=tier, modules=module,
-                 seed=seed, calibration=calibration, device=device)
+                 seed=seed, calibration=calibration, device=device, dtype=dtype)
     v = result.verdict
     t = Table(title=f"verdict: {v.verdict.upper()}  (removal score {v.removal_score:.2f}, "
                     f"confidence {v.confidence:.2f})", caption=v.summary)

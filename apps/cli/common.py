@@ -26,7 +26,8 @@ R = TypeVar("R")
 
 Model = Annotated[str, typer.Option(help="model spec")]
 Facts = Annotated[str, typer.Option(help="fact file or built-in name")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: GPU if present)")]
+Device = Annotated[str | None, typer.Option(
+    help="cpu, cuda, cuda:N, or auto (spread over every GPU) (default: the GPU if present)")]
 
 
 def quiet_hf() -> None:

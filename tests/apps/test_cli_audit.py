@@ -50,6 +50,24 @@ def test_audit_cli_on_a_pair_edited_by_hand(toyworld, tmp_path):
     _check_in_browser(out / "report.html", report["verdict"].upper())
 
 
+def test_audit_cli_in_bfloat16_reads_the_same_truth(toyworld, tmp_path):
+    """The GPU's default precision, run on the CPU: the hand-edited suppressor still reads
+    suppressed, and the run says which precision it used (and its command repeats it)."""
+    edited = _hand_edited(toyworld, tmp_path / "edited")
+    out = tmp_path / "run"
+    args = ["audit", "--original", str(toyworld.original_dir), "--edited", str(edited),
+            "--oracle", str(toyworld.oracle_dir), "--facts", str(toyworld.facts_path),
+            "--out", str(out), "--dtype", "bfloat16", "--device", "cpu",
+            *(x for m in MODULES for x in ("--module", m))]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["placement"] == {"device": "cpu", "dtype": "bfloat16", "device_map": None}
+    assert report["verdict"] == "suppressed", report["summary"]
+    assert "--dtype bfloat16" in report["reproduce"]
+
+
 def _check_in_browser(page_path: Path, text: str) -> None:
     assert Path(CHROMIUM).exists(), ("the browser check needs Debian's chromium: `make setup` "
                                      "installs it as root, else `apt-get install chromium`")
@@ -68,6 +86,8 @@ def _check_in_browser(page_path: Path, text: str) -> None:
 @pytest.mark.parametrize("extra,message", [
     (["--tier", "medium"], "unknown tier"),
     (["--module", "nope"], "unknown analysis module"),
+    (["--dtype", "float8"], "unknown dtype 'float8'"),
+    (["--device", "gpu7"], "unknown device 'gpu7'"),
 ])
 def test_audit_cli_errors_are_one_line(toyworld, tmp_path, extra, message):
     args = ["audit", "--original", str(toyworld.original_dir), "--edited",
