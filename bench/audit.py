@@ -6,6 +6,8 @@ at most 3x), and beside the floor of Python + torch + the audit's models held at
 
     python bench/audit.py                                   # toy world, quick and full
     python bench/audit.py --worlds toy people --tiers quick
+    python bench/audit.py --worlds people --dtype bfloat16  # the GPU's precision (any device)
+    python bench/audit.py --pair ORIGINAL EDITED FACTS --tiers full --device auto  # any pair
 
 Writes `bench/results/audit.json`, one entry per set of options.
 """
@@ -31,33 +33,49 @@ TARGETS_S = {("toy", "quick"): 30, ("toy", "full"): 180, ("people", "quick"): 18
 CHILD = r"""
 import json, resource, sys, time
 import torch
-world_kind, tier, edited, out = sys.argv[1:5]
+world_kind, tier, edited, out, device, dtype = sys.argv[1:7]
+device = device or None
 t0 = time.perf_counter()
-if world_kind == "toy":
+if world_kind == "pair":
+    original, edited, facts = json.loads(edited)
+    oracle = None
+elif world_kind == "toy":
     from workbench.toyworld import build_toyworld
     world = build_toyworld(progress=False)
 else:
     from workbench.pretrained_world import build_pretrained_world
     world = build_pretrained_world(progress=False)
+if world_kind != "pair":
+    original, facts = str(world.original_dir), str(world.facts_path)
+    edited, oracle = edited or str(world.oracle_dir), str(world.oracle_dir)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 from apps.audit import audit
-run = audit(str(world.original_dir), edited or str(world.oracle_dir), str(world.facts_path), out,
-            oracle=str(world.oracle_dir), tier=tier, progress=False)
-weights = sum(p.numel() * p.element_size() for p in world.original(device="cpu").model.parameters())
+run = audit(original, edited, facts, out, oracle=oracle, tier=tier, progress=False, device=device,
+            dtype=dtype)
+elapsed = round(time.perf_counter() - t0, 1)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the count's load below
+gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+place = json.load(open(out + "/manifest.json"))["placement"]
+from workbench.models import load_subject
+n_params = sum(p.numel() for p in load_subject(original, device="cpu").model.parameters())
+weights = n_params * getattr(torch, place["dtype"]).itemsize
 print("RESULT " + json.dumps({
-    "seconds": round(time.perf_counter() - t0, 1),
+    "seconds": elapsed,
     "audit_seconds": run.report["timings"]["total_s"],
     "findings_s": run.report["timings"]["findings_s"],
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "start_rss_mb": base_rss / 1024, "weights_mb": weights / 2**20,
+    "peak_rss_mb": peak / 1024,
+    "start_rss_mb": base_rss / 1024, "weights_mb": weights / 2**20, "placement": place,
+    "gpu_peak_mb": gpu,
     "verdict": run.verdict.verdict, "removal_score": run.verdict.removal_score,
     "n_facts": run.report["facts"]["n"] if isinstance(run.report.get("facts"), dict) else None}))
 """
 
 
-def one(world: str, tier: str, edited: str | None) -> dict:
+def one(world: str, tier: str, edited: str | None, device: str | None = None,
+        dtype: str = "auto") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-c", CHILD, world, tier, edited or "", str(Path(tmp) / "run")]
+        cmd = [sys.executable, "-c", CHILD, world, tier, edited or "", str(Path(tmp) / "run"),
+               device or "", dtype]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -76,17 +94,25 @@ def main() -> int:
     ap.add_argument("--worlds", nargs="+", default=["toy"], choices=["toy", "people"])
     ap.add_argument("--tiers", nargs="+", default=["quick", "full"], choices=["quick", "full"])
     ap.add_argument("--edited", default=None, help="a saved edit to audit (default: the oracle)")
+    ap.add_argument("--pair", nargs=3, metavar=("ORIGINAL", "EDITED", "FACTS"), default=None,
+                    help="audit this pair of model specs on this fact file instead of a world")
+    ap.add_argument("--device", default=None, help="cpu, cuda, auto (default: the GPU if any)")
+    ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     args = ap.parse_args()
     rows = {}
-    for world in args.worlds:
+    worlds = ["pair"] if args.pair else args.worlds
+    edited = json.dumps(args.pair) if args.pair else args.edited
+    for world in worlds:
         for tier in args.tiers:
             t = time.perf_counter()
-            rows[f"{world}/{tier}"] = r = one(world, tier, args.edited)
+            rows[f"{world}/{tier}"] = r = one(world, tier, edited, args.device, args.dtype)
+            gpu = f", GPU peak {r['gpu_peak_mb']:.0f} MB" if r["gpu_peak_mb"] else ""
             print(f"{world:>7} {tier:>5}: audit {r['audit_seconds']:7.1f} s (target "
                   f"{r['target_s']} s), process {r['seconds']:7.1f} s, peak {r['peak_rss_mb']:6.0f}"
                   f" MB = {r['peak_over_weights']:.1f}x one model's weights "
                   f"({r['weights_mb']:.0f} MB), verdict {r['verdict']} "
-                  f"({r['removal_score']:.2f}) [{time.perf_counter() - t:.0f} s]", flush=True)
+                  f"({r['removal_score']:.2f}), {r['placement']['dtype']} on "
+                  f"{r['placement']['device']}{gpu} [{time.perf_counter() - t:.0f} s]", flush=True)
             top = list(r["share"].items())[:4]
             print("         largest shares: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
     path = write_results("audit", vars(args), {"runs": rows, "threads": os.environ.get(
