@@ -82,6 +82,35 @@ def audit_subjects(m0: Subject, m1: Subject, facts: FactSet, out: str | Path,
     return run
 
 
+def unlearn_and_audit(model: str, operator: str, facts: str, out: str | Path,
+                      sets: Sequence[str] = (), oracle: str | None = None, tier: str = "quick",
+                      modules: Sequence[str] | None = None, seed: int = 0,
+                      calibration: str | Path | None = None, device: str | None = None,
+                      progress: bool = True) -> AuditRun:
+    """`audit` for a model and an operator: unlearn the fact set's forget split from `model` with
+    `operator` (its defaults and the `key=value` overrides in `sets`, seeded with `seed`), save
+    the edit in `out/edit`, then audit it against `model`. Float32 throughout (the operator
+    trains the model). Every option is checked before any model loads."""
+    from probes.audit import tier_modules
+    from workbench.facts import load_facts
+    from workbench.model_sharing import share_unchanged
+    from workbench.models import check_compatible, load_subject
+    from workbench.operators import make_config
+
+    tier_modules(tier, modules)
+    config = make_config(operator, list(sets), seed=seed)
+    cal = Calibration.load(calibration)
+    fs = load_facts(facts)
+    m0 = load_subject(model, device=device)
+    mr = load_subject(oracle, device=device, over=m0) if oracle else None
+    if mr is not None:
+        check_compatible(m0, mr)
+        share_unchanged(m0, mr)
+    return unlearn_then_audit(m0, operator, config, fs, out, mr,
+                              {"M0": model, "Mr": oracle, "facts": facts}, tier, modules, seed,
+                              cal, device, progress)
+
+
 def config_sets(config: OperatorConfig) -> list[str]:
     """The `--set key=value` arguments that rebuild `config` from its operator's defaults."""
     default = type(config)()

@@ -68,6 +68,40 @@ def test_audit_cli_in_bfloat16_reads_the_same_truth(toyworld, tmp_path):
     assert "--dtype bfloat16" in report["reproduce"]
 
 
+def test_audit_cli_unlearns_then_audits(toyworld, tmp_path):
+    """`--model` and `--operator`: the edit is made, saved in the run directory and audited; a
+    steering hook leaves every weight as it was, so the knowledge is inside: suppressed."""
+    out = tmp_path / "run"
+    args = ["audit", "--model", str(toyworld.original_dir), "--operator", "steer",
+            "--set", "coef=10", "--oracle", str(toyworld.oracle_dir), "--facts",
+            str(toyworld.facts_path), "--out", str(out),
+            *(x for m in MODULES for x in ("--module", m))]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    edit = json.loads((out / "edit" / "edit.json").read_text())
+    assert edit["chain"][-1]["operator"] == "steer"
+    assert report["verdict"] == "suppressed", report["summary"]
+    assert report["behaviour"]["M1"]["forget"] < 0.5 < report["behaviour"]["M0"]["forget"]
+    assert report["reproduce"].startswith("workbench unlearn") and "coef=10.0" in report["reproduce"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--operator", "steer"], "--operator needs --model"),
+    (["--operator", "steer", "--model", "m", "--edited", "e"], "drop --original and --edited"),
+    (["--operator", "nope", "--model", "m"], "nope"),
+    (["--operator", "steer", "--model", "m", "--set", "coef"], "key=value"),
+    (["--operator", "steer", "--model", "m", "--dtype", "bfloat16"], "float32"),
+    (["--model", "m"], "go with --operator"),
+    (["--original", "m"], "give --original and --edited"),
+])
+def test_audit_cli_option_errors_are_one_line(tmp_path, extra, message):
+    res = CliRunner().invoke(app, ["audit", "--facts", "smollm2", "--out", str(tmp_path / "r"),
+                                   *extra])
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "r").exists()
+
+
 def _check_in_browser(page_path: Path, text: str) -> None:
     assert Path(CHROMIUM).exists(), ("the browser check needs Debian's chromium: `make setup` "
                                      "installs it as root, else `apt-get install chromium`")
