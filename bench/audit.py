@@ -49,6 +49,22 @@ if world_kind != "pair":
     original, facts = str(world.original_dir), str(world.facts_path)
     edited, oracle = edited or str(world.oracle_dir), str(world.oracle_dir)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# the peak so far after the models load and after each module (the peak only grows: the module
+# that raises it is the one to look at)
+import probes.audit as pa
+import probes.base as pb
+peaks = {}
+def _rss():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+_battery, _call = pa.run_battery, pb.ProbeSpec.__call__
+def _battery_tracked(*a, **k):
+    peaks["models loaded"] = _rss()
+    return _battery(*a, **k)
+def _call_tracked(self, *a, **k):
+    f = _call(self, *a, **k)
+    peaks[self.name] = _rss()
+    return f
+pa.run_battery, pb.ProbeSpec.__call__ = _battery_tracked, _call_tracked
 from apps.audit import audit
 run = audit(original, edited, facts, out, oracle=oracle, tier=tier, progress=False, device=device,
             dtype=dtype)
@@ -65,7 +81,7 @@ print("RESULT " + json.dumps({
     "findings_s": run.report["timings"]["findings_s"],
     "peak_rss_mb": peak / 1024,
     "start_rss_mb": base_rss / 1024, "weights_mb": weights / 2**20, "placement": place,
-    "gpu_peak_mb": gpu,
+    "gpu_peak_mb": gpu, "peak_mb_after": peaks,
     "verdict": run.verdict.verdict, "removal_score": run.verdict.removal_score,
     "n_facts": run.report["facts"]["n"] if isinstance(run.report.get("facts"), dict) else None}))
 """
@@ -115,6 +131,8 @@ def main() -> int:
                   f"{r['placement']['device']}{gpu} [{time.perf_counter() - t:.0f} s]", flush=True)
             top = list(r["share"].items())[:4]
             print("         largest shares: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
+            print("         peak MB after: " + ", ".join(f"{k} {v}" for k, v in
+                                                      r["peak_mb_after"].items()))
     path = write_results("audit", vars(args), {"runs": rows, "threads": os.environ.get(
         "OMP_NUM_THREADS", "default")})
     print(f"written to {relative(path)}")

@@ -413,7 +413,7 @@ def load_subject(spec: str = BUNDLED, device: str | torch.device | None = None,
         if edit_file.exists() and not (Path(loc) / "config.json").exists():
             from workbench.edits import load_edit_subject  # an inference-time edit on a base model
 
-            return load_edit_subject(Path(loc), device=dev, dtype=dtype, over=over)
+            return load_edit_subject(Path(loc), device=device, dtype=dtype, over=over)
         model, tok = _load_dir(Path(loc), dtype, over, device_map)
     else:
         model, tok = _load_hub(str(loc), dtype, device_map)
