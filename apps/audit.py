@@ -30,8 +30,7 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     GPU and float32 on the CPU (`workbench.placement`)."""
     from probes.audit import tier_modules
     from workbench.facts import load_facts
-    from workbench.model_sharing import share_unchanged
-    from workbench.models import check_compatible, load_subject
+    from workbench.models import load_subject
     from workbench.placement import resolve_device, resolve_dtype
 
     tier_modules(tier, modules)  # an unknown tier or module fails before any model loads
@@ -39,20 +38,27 @@ def audit(original: str, edited: str, facts: str, out: str | Path, oracle: str |
     cal = Calibration.load(calibration)
     fs = load_facts(facts)
     m0 = load_subject(original, device=device, dtype=dt)
-    # these models are only read from here on: a tensor the edit (or the oracle) left as it was
-    # is held once (read over M0 where the checkpoint allows, else shared as soon as it loads),
-    # and auditing a few-block edit costs little more than one model
-    m1 = load_subject(edited, device=device, dtype=dt, over=m0)
-    check_compatible(m0, m1)
-    share_unchanged(m0, m1)
-    mr = load_subject(oracle, device=device, dtype=dt, over=m0) if oracle else None
-    if mr is not None:
-        check_compatible(m0, mr)
-        share_unchanged(m0, mr)
-        share_unchanged(m1, mr)
+    m1 = _load_over_m0(edited, m0, device, dt)
+    mr = _load_over_m0(oracle, m0, device, dt, also=m1) if oracle else None
     return audit_subjects(m0, m1, fs, out, mr, {"M0": original, "M1": edited, "Mr": oracle,
                                                 "facts": facts}, tier, modules, seed, cal,
                           device, progress)
+
+
+def _load_over_m0(spec: str, m0: Subject, device: str | None, dtype, also: Subject | None = None
+                  ) -> Subject:
+    """A model the audit only reads, loaded over `m0` and checked against it: every tensor it
+    left as M0's (or as `also`'s) is held once (read over M0 where the checkpoint allows, else
+    shared as soon as it loads), so auditing a few-block edit costs little more than one model."""
+    from workbench.model_sharing import share_unchanged
+    from workbench.models import check_compatible, load_subject
+
+    subject = load_subject(spec, device=device, dtype=dtype, over=m0)
+    check_compatible(m0, subject)
+    share_unchanged(m0, subject)
+    if also is not None:
+        share_unchanged(also, subject)
+    return subject
 
 
 def audit_subjects(m0: Subject, m1: Subject, facts: FactSet, out: str | Path,
@@ -93,8 +99,7 @@ def unlearn_and_audit(model: str, operator: str, facts: str, out: str | Path,
     trains the model). Every option is checked before any model loads."""
     from probes.audit import tier_modules
     from workbench.facts import load_facts
-    from workbench.model_sharing import share_unchanged
-    from workbench.models import check_compatible, load_subject
+    from workbench.models import load_subject
     from workbench.operators import make_config
 
     tier_modules(tier, modules)
@@ -102,10 +107,7 @@ def unlearn_and_audit(model: str, operator: str, facts: str, out: str | Path,
     cal = Calibration.load(calibration)
     fs = load_facts(facts)
     m0 = load_subject(model, device=device)
-    mr = load_subject(oracle, device=device, over=m0) if oracle else None
-    if mr is not None:
-        check_compatible(m0, mr)
-        share_unchanged(m0, mr)
+    mr = _load_over_m0(oracle, m0, device, None) if oracle else None
     return unlearn_then_audit(m0, operator, config, fs, out, mr,
                               {"M0": model, "Mr": oracle, "facts": facts}, tier, modules, seed,
                               cal, device, progress)

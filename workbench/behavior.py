@@ -56,7 +56,7 @@ def answer_logprobs(subject: Subject, prompts: Sequence[str], answers: Sequence[
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
-    batch_size = rows_per_batch(subject, [p + a for p, a in zip(prompts, answers)], batch_size)
+    batch_size = rows_per_batch(subject, prompts, batch_size, answers)
     total, first, exact = (np.zeros(len(prompts), np.float32), np.zeros(len(prompts), np.float32),
                            np.zeros(len(prompts), bool))
     for sl in chunks(len(order), batch_size):

@@ -190,8 +190,7 @@ def capture(subject: Subject, prompts: Sequence[str], layers: Sequence[int],
         raise ValueError("remote execution is only available with backend='nnsight'")
     parts: dict[str, list[Tensor]] = {}
     lengths = []
-    texts = prompts if answers is None else [p + a for p, a in zip(prompts, answers)]
-    slices = list(chunks(len(prompts), rows_per_batch(subject, texts, batch_size)))
+    slices = list(chunks(len(prompts), rows_per_batch(subject, prompts, batch_size, answers)))
     for sl in tqdm(slices, desc="capture", disable=not progress or len(slices) < 2):
         b = encode(subject.tokenizer, prompts[sl], None if answers is None else answers[sl],
                    device=subject.device)

@@ -64,7 +64,7 @@ def rows_for_memory(free_bytes: int, config: Any, element_size: int, width: int)
     of two (the same free memory always gives the same batches), between 1 and `MAX_ROWS`."""
     per_row = max(1, width) * bytes_per_token(config, element_size)
     rows = int(free_bytes * FREE_SHARE) // per_row
-    return max(1, min(MAX_ROWS, 1 << max(0, rows.bit_length() - 1))) if rows else 1
+    return min(MAX_ROWS, 1 << (rows.bit_length() - 1)) if rows else 1
 
 
 def free_memory(device: torch.device) -> int:
@@ -76,14 +76,16 @@ def free_memory(device: torch.device) -> int:
     return _FREE[key]
 
 
-def rows_per_batch(subject: Any, texts: Sequence[str], cpu_rows: int, extra: int = 0) -> int:
-    """Rows per inference batch for `texts` (each growing by `extra` generated tokens) on
-    `subject`: `cpu_rows` off the GPU; on a GPU as many as fit in its free memory at the longest
-    text's token count."""
+def rows_per_batch(subject: Any, prompts: Sequence[str], cpu_rows: int,
+                   answers: Sequence[str] | None = None, extra: int = 0) -> int:
+    """Rows per inference batch for `prompts` (each followed by its answer, and growing by
+    `extra` generated tokens) on `subject`: `cpu_rows` off the GPU; on a GPU as many as fit in
+    its free memory at the longest row's token count."""
     device = subject.device
-    if device.type != "cuda" or not texts:
+    if device.type != "cuda" or not prompts:
         return cpu_rows
-    width = extra + max(len(ids) for ids in subject.tokenizer(list(texts))["input_ids"])
+    texts = list(prompts) if answers is None else [p + a for p, a in zip(prompts, answers)]
+    width = extra + max(len(ids) for ids in subject.tokenizer(texts)["input_ids"])
     return rows_for_memory(free_memory(device), subject.config, subject.dtype.itemsize, width)
 
 
