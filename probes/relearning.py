@@ -7,9 +7,18 @@ splits each forgotten entity's facts by relation (relearn half of a person's att
 the rest), aimed at edits that only cut the entity's name off from its stored facts: relearning
 some attributes may reattach the name, while a model that never knew the entity has nothing to
 reattach. Facts without entities fall back to a seeded random
-split (said in meta). A clone of each model is fine-tuned (all weights, AdamW, answer-token NLL,
-a fixed batch order) for a few steps per learning rate; the held-out accuracy every few steps is
-the steps-to-recover curve, and the attacker's best (learning rate, step) is its recovery. The
+split (said in meta). Each model is fine-tuned (AdamW, answer-token NLL, a fixed batch order) for
+a few steps per learning rate, restarting from its weights each time; the held-out accuracy every
+few steps is the steps-to-recover curve, and the attacker's best (learning rate, step) is its
+recovery. Two ways to fine-tune (`method`): `full` trains every weight of a copy, as Deeb & Roger
+do; `lora` trains LoRA adapters (rank 8 by default) on every linear layer of every block over the
+model's own frozen weights (LoRA fine-tuning as a weight attack, as Lermen et al. 2023, arXiv
+2310.20624, use it to undo safety training), so no weight is copied and no optimiser state is kept
+for the model's own weights. Full fine-tuning holds four times a model's weights (copy, gradients,
+AdamW's two moments), which the audit's memory bound (three models' weights in all) cannot fit
+beside M0, M1 and the oracle; on the people world LoRA takes half the time and reads the last-block
+suppressor as full fine-tuning does. `auto` (the default) is `full` below 50M parameters (the toy
+world, whose calibration was fitted with it) and `lora` above. The
 identical procedure on the retrain oracle is the floor; without one, M0 relearning facts it never
 knew (the `unseen` split) is a weaker floor. Hooks stay attached while relearning (an
 inference-time edit is still attacked, but its reading says the attack does not apply).
@@ -17,7 +26,9 @@ inference-time edit is still attacked, but its reading says the attack does not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,9 +47,13 @@ from workbench.batching import Batch, chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings
 from workbench.models import Subject
-from workbench.operators.training import Sampler, answer_nll
+from workbench.operators.training import Sampler, add_lora, answer_nll, trainable_modules
 
 VARIANTS = ("rtt", "entity")
+METHODS = ("auto", "full", "lora")
+# below this many parameters `auto` fine-tunes every weight (models trained from scratch, like
+# the toy world's); at or above it, LoRA adapters
+SMALL_MODEL = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -121,13 +136,19 @@ class Setup:
     eval_every: int = 4
     batch_size: int = 32
     paraphrases: bool = True  # relearn every phrasing of a fact (the test uses its prompt)
+    method: str = "full"  # "full" | "lora" (resolved: never "auto" here)
+    rank: int = 8  # LoRA rank (alpha = 2 x rank)
 
     def __post_init__(self) -> None:
         if not self.lrs or any(not lr > 0 for lr in self.lrs):
             raise WorkbenchError(f"relearning needs positive learning rates, got {self.lrs}")
-        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1:
-            raise WorkbenchError("relearning steps, eval_every and batch_size must be >= 1, got "
-                                 f"{self.steps}, {self.eval_every}, {self.batch_size}")
+        if self.steps < 1 or self.eval_every < 1 or self.batch_size < 1 or self.rank < 1:
+            raise WorkbenchError("relearning steps, eval_every, batch_size and rank must be >= 1, "
+                                 f"got {self.steps}, {self.eval_every}, {self.batch_size}, "
+                                 f"{self.rank}")
+        if self.method not in METHODS[1:]:
+            raise WorkbenchError(f"relearning method must be one of {METHODS}, got "
+                                 f"{self.method!r}")
 
     @property
     def checkpoints(self) -> list[int]:
@@ -164,40 +185,67 @@ def relearn_step(model: torch.nn.Module, opt: torch.optim.Optimizer, b: Batch) -
 
 def relearn_curve(subject: Subject, split: Split, setup: Setup, seed: int = 0,
                   progress: bool = False) -> np.ndarray:
-    """Held-out accuracy [lrs, checkpoints] of a clone of `subject` (hooks attached) fine-tuned
-    on `split.train`, restarted from `subject`'s weights for each learning rate with the same
-    batch order. `subject` is never modified; memoised per model, split and setup."""
+    """Held-out accuracy [lrs, checkpoints] of `subject` (hooks attached) fine-tuned on
+    `split.train`, restarted from `subject`'s weights for each learning rate with the same batch
+    order. `subject` is never modified; memoised per model, split and setup."""
     key = ("relearn", tuple(f.id for f in split.train), tuple(f.id for f in split.test), setup,
            seed)
     return _memo(subject, key, lambda: _curve(subject, split, setup, seed, progress))
 
 
+@contextmanager
+def trainable(subject: Subject, setup: Setup, seed: int
+              ) -> Iterator[tuple[torch.nn.Module, list[torch.nn.Parameter]]]:
+    """A fresh trainable stand-in for `subject`'s model (hooks attached) and the parameters to
+    train: `full`, a deep copy and every weight; `lora`, a copy of the module tree that shares
+    the model's weights (frozen) with seeded LoRA adapters on every linear layer of every block.
+    `subject`'s weights and their `requires_grad` flags are as before on exit."""
+    model = subject.model
+    if setup.method == "full":
+        work = copy.deepcopy(model)
+        work.eval()  # no dropout: deterministic steps
+        work.requires_grad_(True)
+        yield work, list(work.parameters())
+        return
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    # deepcopy's memo maps every tensor to itself: the modules are new, the tensors shared
+    shell = copy.deepcopy(model, memo={id(t): t for t in (*model.parameters(), *model.buffers())})
+    try:
+        work = add_lora(shell, trainable_modules(subject, "block", None, model=shell),
+                        setup.rank, 2.0 * setup.rank, seed)
+        work.eval()
+        yield work, [p for p in work.parameters() if p.requires_grad]
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def _curve(subject: Subject, split: Split, setup: Setup, seed: int, progress: bool
            ) -> np.ndarray:
-    work = subject.clone()
-    model = work.model
-    model.eval()  # no dropout: deterministic steps
-    model.requires_grad_(True)
-    src, params = list(subject.model.parameters()), list(model.parameters())
-    train = _encode(work, split.train, setup.paraphrases)
-    test = _encode(work, split.test, False)
+    train = _encode(subject, split.train, setup.paraphrases)
+    test = _encode(subject, split.test, False)
+    bar = tqdm(total=len(setup.lrs) * setup.steps, desc=f"relearn ({setup.method})",
+               disable=not progress, leave=False)
+    acc = np.stack([_one_lr(subject, train, test, setup, lr, seed, bar) for lr in setup.lrs])
+    bar.close()
+    return acc
+
+
+def _one_lr(subject: Subject, train: Batch, test: Batch, setup: Setup, lr: float, seed: int,
+            bar: tqdm) -> np.ndarray:
+    """Held-out accuracy at each checkpoint of one learning rate's run (its copy and optimiser
+    are freed on return, before the next learning rate's are made)."""
     marks = setup.checkpoints
-    acc = np.zeros((len(setup.lrs), len(marks)))
-    bar = tqdm(total=len(setup.lrs) * setup.steps, desc="relearn", disable=not progress,
-               leave=False)
-    for i, lr in enumerate(setup.lrs):
-        with torch.no_grad():
-            for p, q in zip(params, src, strict=True):
-                p.copy_(q)
+    acc = np.zeros(len(marks))
+    with trainable(subject, setup, seed) as (model, params):
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         sampler = Sampler(int(train.input_ids.shape[0]), setup.batch_size, seed)
-        acc[i, 0] = held_out_accuracy(model, test)
+        acc[0] = held_out_accuracy(model, test)
         for step in range(1, setup.steps + 1):
             relearn_step(model, opt, train.rows(sampler.next()))
             bar.update()
             if step in marks:
-                acc[i, marks.index(step)] = held_out_accuracy(model, test)
-    bar.close()
+                acc[marks.index(step)] = held_out_accuracy(model, test)
     return acc
 
 
@@ -253,25 +301,42 @@ def _floor_facts(ctx: ProbeContext) -> tuple[Subject | None, FactSet | None, str
     return None, None, "none", "no floor model"
 
 
-def default_lrs(subject: Subject) -> tuple[float, ...]:
-    """The learning-rate sweep when none is given: models under 50M parameters (tiny models
-    trained from scratch at lr ~3e-3, like the toy world's) get (1e-3, 3e-3); larger ones the
-    top of the usual range for fine-tuning a pretrained LM, (3e-5, 1e-4), since the attacker
-    takes only a few steps."""
-    n = sum(p.numel() for p in subject.model.parameters())
-    return (1e-3, 3e-3) if n < 50_000_000 else (3e-5, 1e-4)
+def resolve_method(subject: Subject, method: str = "auto") -> str:
+    """`full` or `lora`; `auto` by the model's size (see the module doc)."""
+    if method not in METHODS:
+        raise WorkbenchError(f"relearning method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    return "full" if _n_params(subject) < SMALL_MODEL else "lora"
+
+
+def _n_params(subject: Subject) -> int:
+    return sum(p.numel() for p in subject.model.parameters())
+
+
+def default_lrs(subject: Subject, method: str = "full") -> tuple[float, ...]:
+    """The learning-rate sweep when none is given: full fine-tuning of models under 50M
+    parameters (tiny models trained from scratch at lr ~3e-3, like the toy world's) gets
+    (1e-3, 3e-3), of larger ones the top of the usual range for fine-tuning a pretrained LM,
+    (3e-5, 1e-4), since the attacker takes only a few steps; LoRA adapters, which start at zero
+    and move a low-rank update, (3e-4, 1e-3)."""
+    if method == "lora":
+        return (3e-4, 1e-3)
+    return (1e-3, 3e-3) if _n_params(subject) < SMALL_MODEL else (3e-5, 1e-4)
 
 
 def _relearning(ctx: ProbeContext, th: RelearningThresholds,
                 lrs: Sequence[float] | None = None, steps: int = 16, eval_every: int = 4,
                 batch_size: int = 32, paraphrases: bool = True,
-                variants: Sequence[str] = VARIANTS) -> Finding:
+                variants: Sequence[str] = VARIANTS, method: str = "auto", rank: int = 8
+                ) -> Finding:
     m0, m1, facts = ctx.m0, ctx.m1, ctx.facts
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
         raise WorkbenchError(f"relearning variants must be among {VARIANTS}, got {variants}")
-    setup = Setup(tuple(float(x) for x in lrs) if lrs is not None else default_lrs(m1), steps,
-                  eval_every, batch_size, paraphrases)
+    method = resolve_method(m1, method)
+    setup = Setup(tuple(float(x) for x in lrs) if lrs is not None else default_lrs(m1, method),
+                  steps, eval_every, batch_size, paraphrases, method, rank)
     seed_all(ctx.seed)
     g = gate(m0, m1, facts, th, oracle=ctx.oracle)
     scores = {"forget_acc_M0": g.forget0, "forget_acc_M1": g.forget1}
@@ -281,7 +346,8 @@ def _relearning(ctx: ProbeContext, th: RelearningThresholds,
     arrays: dict = {"lrs": np.array(setup.lrs)}
     meta: dict = {"floor": floor_kind, "floor_name": floor_name, "variants": {},
                   "lrs": list(setup.lrs), "steps": steps, "eval_every": eval_every,
-                  "batch_size": batch_size, "paraphrases": paraphrases, "seed": ctx.seed}
+                  "batch_size": batch_size, "paraphrases": paraphrases, "seed": ctx.seed,
+                  "method": method} | ({"rank": rank} if method == "lora" else {})
     readings: dict[str, tuple[str, str]] = {}
     for name in variants:
         make = rtt_split if name == "rtt" else entity_split
@@ -323,11 +389,11 @@ PROBE = ProbeSpec("relearning", RelearningThresholds, _relearning)
 def relearning(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
                lrs: Sequence[float] | None = None, steps: int = 16, eval_every: int = 4,
                batch_size: int = 32, paraphrases: bool = True,
-               variants: Sequence[str] = VARIANTS, seed: int = 0, progress: bool = False,
-               device: str | None = None,
+               variants: Sequence[str] = VARIANTS, method: str = "auto", rank: int = 8,
+               seed: int = 0, progress: bool = False, device: str | None = None,
                thresholds: RelearningThresholds | None = None) -> Finding:
     """Relearn some forget facts on M1 (and identically on the floor model) and measure how many
     of the held-out ones come back (see the module doc)."""
     return PROBE(ProbeContext(m0, m1, facts, oracle, seed, progress, device), thresholds,
                  lrs=lrs, steps=steps, eval_every=eval_every, batch_size=batch_size,
-                 paraphrases=paraphrases, variants=variants)
+                 paraphrases=paraphrases, variants=variants, method=method, rank=rank)

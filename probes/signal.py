@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import GateThresholds, default_layers, gate, mixed_prompts, resid
@@ -53,7 +54,7 @@ def _detector(a: np.ndarray, b: np.ndarray, ga: list[str], gb: list[str], seed: 
         return float("nan")
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=300,
                                                              random_state=seed))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):  # small fits: see linear_probes
         warnings.simplefilter("ignore", ConvergenceWarning)
         return float(cross_val_score(clf, x, y, groups=groups, cv=GroupKFold(k)).mean())
 

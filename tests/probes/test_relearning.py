@@ -8,6 +8,7 @@ import torch
 from conftest import snapshot
 
 import probes.common as common
+import probes.relearning as relearning_module
 from apps.figures import draw
 from probes import available
 from probes.base import READINGS, Finding
@@ -17,7 +18,9 @@ from probes.relearning import (
     entity_split,
     relearn_curve,
     relearning,
+    resolve_method,
     rtt_split,
+    trainable,
 )
 from workbench.controls import identity_edit, output_only_suppressor
 from workbench.errors import WorkbenchError
@@ -89,6 +92,63 @@ def test_bad_setups_are_errors(toy_original, shifted, toy_facts):
         Setup(lrs=(0.0,))
     with pytest.raises(WorkbenchError, match="variants must be among"):
         relearning(toy_original, shifted, toy_facts, variants=("nope",))
+    with pytest.raises(WorkbenchError, match="method must be one of .*'nope'"):
+        relearning(toy_original, shifted, toy_facts, method="nope")
+    with pytest.raises(WorkbenchError, match="rank must be >= 1"):
+        Setup(lrs=(1e-3,), method="lora", rank=0)
+
+
+# ----- LoRA relearning --------------------------------------------------------------------------
+
+def test_auto_method_is_full_for_small_models_and_lora_for_large(toy_original, monkeypatch):
+    assert resolve_method(toy_original) == "full"  # the toy world: what its calibration used
+    assert resolve_method(toy_original, "lora") == "lora"
+    monkeypatch.setattr(relearning_module, "SMALL_MODEL", 1)
+    assert resolve_method(toy_original) == "lora"
+    assert relearning_module.default_lrs(toy_original, "lora") != relearning_module.default_lrs(
+        toy_original, "full")
+
+
+def test_lora_trains_adapters_over_the_models_own_weights(shifted):
+    """No weight is copied: the stand-in's base tensors are the subject's, only the adapters
+    train, a step leaves the subject's weights and flags as they were, and the next stand-in
+    starts again from the subject (adapters at zero: the same logits)."""
+    before = snapshot(shifted)
+    flags = [p.requires_grad for p in shifted.model.parameters()]
+    own = {p.data_ptr() for p in shifted.model.parameters()}
+    setup = Setup(lrs=(1e-2,), method="lora", rank=4)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        plain = shifted.model(input_ids=ids).logits
+    for _ in range(2):
+        with trainable(shifted, setup, seed=0) as (model, params):
+            assert params and all("lora_" in n for n, p in model.named_parameters()
+                                  if p.requires_grad)
+            base = [p for n, p in model.named_parameters() if "lora_" not in n]
+            assert {p.data_ptr() for p in base} <= own  # shared, not copied
+            assert sum(p.numel() for p in params) < 0.5 * sum(p.numel() for p in base)
+            with torch.no_grad():
+                torch.testing.assert_close(model(input_ids=ids).logits, plain)  # B starts at 0
+            loss = model(input_ids=ids).logits.float().logsumexp(-1).mean()
+            loss.backward()
+            torch.optim.SGD(params, lr=1.0).step()
+            with torch.no_grad():
+                assert not torch.allclose(model(input_ids=ids).logits, plain)
+    assert same_state(shifted, before)
+    assert flags == [p.requires_grad for p in shifted.model.parameters()]
+
+
+def test_lora_relearning_recovers_the_shift_more_than_the_oracle(toy_original, shifted,
+                                                                  toy_facts, toy_oracle):
+    """The same attack with LoRA adapters (at toy learning rates): the shifted suppressor comes
+    back further than the oracle does; the oracle against itself is the floor exactly."""
+    f = relearning(toy_original, shifted, toy_facts, oracle=toy_oracle, method="lora",
+                   lrs=(3e-3, 1e-2))
+    assert f.meta["method"] == "lora" and f.meta["rank"] == 8
+    assert f.scores["recovery_over_floor"] >= TH.recovered, f.reason
+    same = relearning(toy_original, toy_oracle, toy_facts, oracle=toy_oracle, method="lora",
+                      lrs=(3e-3, 1e-2))
+    assert same.scores["recovery_over_floor"] == 0.0
 
 
 # ----- known truth ------------------------------------------------------------------------------

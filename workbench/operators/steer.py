@@ -118,6 +118,7 @@ def _fit_linear(pos: Tensor, neg: Tensor, kind: str, c: float, seed: int) -> tup
         b = -0.5 * float(w @ pos.mean(0) + w @ neg.mean(0))
         return w, b
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     x = torch.cat([pos, neg]).double().cpu().numpy()
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
@@ -125,7 +126,8 @@ def _fit_linear(pos: Tensor, neg: Tensor, kind: str, c: float, seed: int) -> tup
     # scaling back into (w, b) so the hook stays a plain dot product on the raw residual
     mu, sd = x.mean(0), x.std(0) + 1e-6
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed)
-    clf.fit((x - mu) / sd, y)
+    with threadpool_limits(1):  # a small fit: BLAS threads beside torch's only slow it down
+        clf.fit((x - mu) / sd, y)
     w = clf.coef_[0] / sd
     b = float(clf.intercept_[0] - w @ mu)
     return torch.tensor(w, dtype=torch.float32), b

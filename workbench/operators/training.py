@@ -185,18 +185,20 @@ def freeze_except(model: nn.Module, modules: dict[str, nn.Module]) -> list[nn.Pa
     return params
 
 
-def add_lora(model: nn.Module, modules: dict[str, nn.Module], config: TrainingConfig) -> nn.Module:
-    """Wrap `model` with peft LoRA adapters on every linear layer inside `modules`."""
+def add_lora(model: nn.Module, modules: dict[str, nn.Module], rank: int, alpha: float,
+             seed: int) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters of this rank on every linear layer inside `modules`
+    (seeded initialisation); peft freezes every other parameter of `model`."""
     from peft import LoraConfig, get_peft_model
 
     targets = [f"{name}.{sub}" if sub else name for name, mod in modules.items()
                for sub, m in mod.named_modules() if isinstance(m, nn.Linear)]
     if not targets:
         raise WorkbenchError("LoRA found no linear layers in the chosen modules")
-    cfg = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                     target_modules=targets, bias="none")
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets,
+                     bias="none")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(seed)
         return get_peft_model(model, cfg)
 
 
@@ -385,7 +387,7 @@ def train(subject: Subject, forget: FactSet, retain: FactSet, config: TrainingCo
         torch.manual_seed(config.seed)
         if config.lora_rank > 0:
             model.requires_grad_(False)
-            model = add_lora(model, mods, config)
+            model = add_lora(model, mods, config.lora_rank, config.lora_alpha, config.seed)
             params = [p for p in model.parameters() if p.requires_grad]
         else:
             params = freeze_except(model, mods)
