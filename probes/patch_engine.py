@@ -13,6 +13,12 @@ falls back to the `full` path (whole sequences, one row per fact x cell set) whe
 (e.g. an intervention that reads the whole prompt). Hooks are plain PyTorch forward hooks on the
 HF modules, written by hand because TransformerLens' helper runs one forward pass per cell
 (`tl_reference_patching` wraps it, for the equivalence tests and the benchmark).
+
+`backend="nnsight"` runs every pass (the source's capture, the unpatched and the patched runs of
+the base) as nnsight traces instead, one per batch of rows, writing the source's values into the
+traced modules' outputs and saving only the answer log-probs; with `remote=True` the traces run
+on nnsight's hosted models (NDIF), so both models must be hosted there. It takes whole sequences
+per row, as the `full` path does.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from tqdm.auto import tqdm
 
 from probes.patch_blocks import BlockRunner, clean_pass, start_layer, target_logprobs
 from workbench.batching import Batch, chunks, encode
-from workbench.capture import POINTS, _attn, capture
+from workbench.capture import POINTS, _attn, capture, nnsight_value
 from workbench.errors import LayerError, WorkbenchError
 from workbench.models import Subject, decoder_layers, hidden_of, with_hidden
 from workbench.placement import batch_bytes
@@ -48,7 +54,7 @@ class PatchRun:
     logprobs: np.ndarray  # [rows]
     base: np.ndarray  # [facts]
     source: np.ndarray  # [facts]
-    method: str  # "incremental" or "full"
+    method: str  # "incremental", "full" or "nnsight"
 
 
 def answer_logprob_from_logits(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -115,7 +121,8 @@ def _plan(chunk_rows: Sequence[tuple[int, tuple[Cell, ...]]], src: dict[tuple[in
 
 
 def source_activations(source: Subject, prompts: Sequence[str], cells: set[Cell],
-                       batch_size: int = 32, answers: Sequence[str] | None = None
+                       batch_size: int = 32, answers: Sequence[str] | None = None,
+                       backend: str = "hf", remote: bool = False
                        ) -> dict[tuple[int, str], Tensor]:
     """The source's activations for every (layer, point) in `cells`: [facts, d] at the last
     prompt token, or [facts, pos, d] when some cell patches another position (on the prompts
@@ -125,17 +132,23 @@ def source_activations(source: Subject, prompts: Sequence[str], cells: set[Cell]
     position = "all" if any(c[2] for c in cells) else "last"
     acts = capture(source, list(prompts), layers, points, position=position,
                    answers=list(answers) if answers is not None and position == "all" else None,
-                   batch_size=batch_size)
+                   batch_size=batch_size, backend=backend, remote=remote)
     return {(L, p): acts.layer(L, p) for L in layers for p in points}
 
 
 @torch.no_grad()
 def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Sequence[str],
           rows: Sequence[tuple[int, tuple[Cell, ...]]], batch_size: int = 256,
-          method: str = "auto", progress: bool = False) -> PatchRun:
-    """Answer log-prob of `base` for each row (fact index, cells patched from `source`)."""
+          method: str = "auto", progress: bool = False, backend: str = "hf",
+          remote: bool = False) -> PatchRun:
+    """Answer log-prob of `base` for each row (fact index, cells patched from `source`);
+    `backend="nnsight"` (optionally `remote`) runs the passes as nnsight traces (module doc)."""
     if method not in ("auto", "incremental", "full"):
         raise ValueError(f"method must be auto, incremental or full, not {method!r}")
+    if backend not in ("hf", "nnsight"):
+        raise ValueError(f"patching backend must be hf or nnsight, not {backend!r}")
+    if remote and backend != "nnsight":
+        raise ValueError("remote execution is only available with backend='nnsight'")
     if not rows:
         raise WorkbenchError("no patching rows to run")
     cells = {c for _, cs in rows for c in cs}
@@ -146,6 +159,9 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
     dev = base.device
     b = encode(base.tokenizer, prompts, answers, device=dev)
     _check_positions(rows, b)
+    if backend == "nnsight":
+        return _patch_nnsight(base, source, prompts, answers, rows, b, cells, batch_size, remote,
+                              progress)
     if any(c[2] for c in cells):
         src = {k: v.to(dev) for k, v in
                source_activations(source, prompts, cells, answers=answers).items()}
@@ -173,6 +189,42 @@ def patch(base: Subject, source: Subject, prompts: Sequence[str], answers: Seque
         out = _sweep(lambda rs, plan: _full_rows(base, b, rs, plan), rows, src,
                      lambda f, back: last[f] - back, batch_size, dev, progress, "patch (full)")
     return PatchRun(out.cpu().numpy(), lp_base.cpu().numpy(), lp_src.cpu().numpy(), used)
+
+
+def _patch_nnsight(base: Subject, source: Subject, prompts, answers, rows, b: Batch,
+                   cells: set[Cell], batch_size: int, remote: bool, progress: bool) -> PatchRun:
+    """`patch` with every pass an nnsight trace (whole sequences per row, like the full path)."""
+    dev = base.device
+    src = {k: v.to(dev) for k, v in source_activations(
+        source, prompts, cells, answers=answers, backend="nnsight", remote=remote).items()}
+    n = len(prompts)
+    plain = [(f, ()) for f in range(n)]
+    lp_base = torch.cat([_nnsight_rows(base, b, plain[s], {}, remote) for s in chunks(n, 64)])
+    bs = encode(source.tokenizer, prompts, answers, device=source.device)
+    lp_src = torch.cat([_nnsight_rows(source, bs, plain[s], {}, remote).to(dev)
+                        for s in chunks(n, 64)])
+    last = b.last.tolist()
+    out = _sweep(lambda rs, plan: _nnsight_rows(base, b, rs, plan, remote), rows, src,
+                 lambda f, back: last[f] - back, batch_size, dev, progress, "patch (nnsight)")
+    return PatchRun(out.cpu().numpy(), lp_base.cpu().numpy(), lp_src.cpu().numpy(), "nnsight")
+
+
+def _nnsight_rows(subject: Subject, b: Batch, chunk_rows, plan, remote: bool) -> Tensor:
+    """Answer log-probs of one batch of rows, with `plan`'s values written into the traced
+    modules' outputs (one nnsight trace; only the log-probs are saved, so a remote run sends
+    back one number a row)."""
+    r = b.rows(torch.tensor([f for f, _ in chunk_rows], device=b.input_ids.device))
+    lm = subject.nnsight()
+    blocks = lm.model.layers
+    order = sorted(plan, key=lambda k: (k[0], POINTS.index(k[1])))  # execution order
+    with lm.trace(r.input_ids, attention_mask=r.attention_mask, remote=remote):
+        for layer, point in order:
+            rows, pos, vals = plan[(layer, point)]
+            h = hidden_of(nnsight_value(blocks[layer], point))
+            h[rows, pos] = vals.to(h.dtype)
+        lp = answer_logprob_from_logits(lm.output.logits[:, :-1], r.input_ids[:, 1:],
+                                        r.answer_mask[:, :-1]).save()
+    return lp.detach()
 
 
 def _check_positions(rows: Sequence[tuple[int, tuple[Cell, ...]]], b: Batch) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -144,6 +144,19 @@ def _capture_tl(subject: Subject, batch: Batch, layers, points, position) -> dic
     return {n: _select(cache[n], batch, position) for n in names}
 
 
+def nnsight_value(block: Any, point: str) -> Any:
+    """Inside an nnsight trace, the value at `point` of a decoder block's envoy (Llama-style
+    module names: `self_attn`, `mlp`); a block's output may be a tuple (`hidden_of` reads it).
+    Accesses must come in execution order: `POINTS` order within a block, blocks in order."""
+    if point == "resid_pre":
+        return block.input
+    if point == "attn_out":
+        return block.self_attn.output[0]
+    if point == "mlp_out":
+        return block.mlp.output
+    return block.output
+
+
 def _capture_nnsight(subject: Subject, batch: Batch, layers, points, position,
                      remote: bool = False) -> dict[str, Tensor]:
     lm = subject.nnsight()
@@ -152,16 +165,8 @@ def _capture_nnsight(subject: Subject, batch: Batch, layers, points, position,
     with lm.trace(batch.input_ids, remote=remote) as tracer:
         for L in sorted(layers):  # nnsight needs module accesses in execution order
             for p in POINTS:
-                if p not in points:
-                    continue
-                if p == "resid_pre":
-                    saved[hook_name(L, p)] = blocks[L].input.save()
-                elif p == "attn_out":
-                    saved[hook_name(L, p)] = blocks[L].self_attn.output[0].save()
-                elif p == "mlp_out":
-                    saved[hook_name(L, p)] = blocks[L].mlp.output.save()
-                else:
-                    saved[hook_name(L, p)] = blocks[L].output.save()
+                if p in points:
+                    saved[hook_name(L, p)] = nnsight_value(blocks[L], p).save()
         tracer.stop()
     return {n: _select(hidden_of(v).to(subject.device), batch, position) for n, v in saved.items()}
 

@@ -119,6 +119,30 @@ def test_bfloat16_patching_keeps_the_cached_path(bundled):
     assert np.abs(full.logprobs - np.tile(full.base, 2)).max() > 1  # the patches do something
 
 
+def test_nnsight_patching_equals_naive_loop(pair):
+    """The nnsight backend (local here: `remote=True` is the same trace sent to NDIF) patches
+    every point, several cells a row, and earlier positions, as the hand-written loop does."""
+    m0, m1 = pair
+    cells = [(L, p) for p in POINTS for L in range(3)]
+    rows = [(f, ((L, p, 0),)) for L, p in cells for f in range(len(PROMPTS))]
+    run = patch(m1, m0, PROMPTS, ANSWERS, rows, batch_size=5, backend="nnsight")
+    ref = np.concatenate([naive(m1, m0, PROMPTS, ANSWERS, L, p) for L, p in cells])
+    assert run.method == "nnsight" and np.abs(run.logprobs - ref).max() < 1e-4
+    hf = patch(m1, m0, PROMPTS, ANSWERS, rows[:4])
+    assert np.abs(run.base - hf.base).max() < 1e-4 and np.abs(run.source - hf.source).max() < 1e-4
+    back = [(f, ((1, "resid_post", 1),)) for f in range(3)]
+    got = patch(m1, m0, PROMPTS[:3], ANSWERS[:3], back, backend="nnsight").logprobs
+    assert np.abs(got - naive(m1, m0, PROMPTS[:3], ANSWERS[:3], 1, "resid_post", 1)).max() < 1e-4
+    two = [(0, ((0, "mlp_out", 0), (2, "resid_pre", 0)))]  # two cells in one row, both written
+    both = patch(m1, m0, PROMPTS[:1], ANSWERS[:1], two, backend="nnsight").logprobs
+    assert np.abs(both - patch(m1, m0, PROMPTS[:1], ANSWERS[:1], two, method="full").logprobs
+                  ).max() < 1e-4
+    with pytest.raises(ValueError, match="only available with backend='nnsight'"):
+        patch(m1, m0, PROMPTS, ANSWERS, rows[:1], remote=True)
+    with pytest.raises(ValueError, match="backend must be hf or nnsight, not 'tl'"):
+        patch(m1, m0, PROMPTS, ANSWERS, rows[:1], backend="tl")
+
+
 @pytest.mark.parametrize("point", ["resid_post", "attn_out"])
 def test_batched_patching_equals_transformer_lens(pair, point):
     m0, m1 = pair
