@@ -21,12 +21,7 @@ from workbench.capture import POINTS, capture
 from workbench.errors import LayerError
 from workbench.facts import FactSet
 from workbench.models import Subject, hidden_of
-
-# Rows per backward pass. The backward keeps every layer's activations and the
-# vocabulary-wide logits, log-probabilities and their gradients for each row: on SmolLM2-135M
-# (people world, 40 forget facts, three points) 32 rows at once raised the peak by 1.33 GB and
-# took 9.5 s, 8 rows by 0.32 GB in 4.9 s (the same figures to the bit: rows are independent).
-GRAD_ROWS = 8
+from workbench.placement import backward_rows
 
 
 @dataclass(frozen=True)
@@ -102,8 +97,13 @@ def attribution_deltas(m0: Subject, m1: Subject, prompts: Sequence[str], answers
     answer log-probs [facts]: one capture on M0, one forward + backward on M1."""
     layers = list(range(m1.n_layers))
     a0 = capture(m0, list(prompts), layers, points, position="last", batch_size=batch_size)
+    # the backward keeps every layer's activations and vocabulary-wide log-probs per row: rows
+    # per pass from a memory budget (SmolLM2-135M on the people world, three points: 32 rows at
+    # once raised the peak by 1.33 GB in 9.5 s, 8 rows by 0.32 GB in 4.9 s, the same figures)
+    width = max(len(ids) for ids in m1.tokenizer([p + a for p, a in zip(prompts, answers,
+                                                                        strict=True)])["input_ids"])
     a1, gr, lp1 = _gradients(m1, list(prompts), list(answers), layers, points,
-                             min(batch_size, GRAD_ROWS))
+                             backward_rows(m1, width + 1, batch_size))
     deltas = {p: torch.stack([((a0.layer(L, p).to(m1.device) - a1[(L, p)]) * gr[(L, p)]).sum(-1)
                               for L in layers]).float().cpu().numpy() for p in points}
     return deltas, lp1.cpu().numpy()

@@ -47,7 +47,14 @@ from workbench.batching import Batch, chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings
 from workbench.models import Subject
-from workbench.operators.training import Sampler, add_lora, answer_nll, trainable_modules
+from workbench.operators.training import (
+    Sampler,
+    add_lora,
+    answer_nll,
+    answer_token_logprobs,
+    trainable_modules,
+)
+from workbench.placement import backward_rows
 
 VARIANTS = ("rtt", "entity")
 METHODS = ("auto", "full", "lora")
@@ -174,11 +181,26 @@ def held_out_accuracy(model: torch.nn.Module, b: Batch, batch_size: int = 64) ->
     return hits / int(b.input_ids.shape[0])
 
 
-def relearn_step(model: torch.nn.Module, opt: torch.optim.Optimizer, b: Batch) -> float:
-    """One relearning step: answer-token NLL of the batch, backward, AdamW step."""
-    loss = answer_nll(model, b)
+def relearn_step(model: torch.nn.Module, opt: torch.optim.Optimizer, b: Batch,
+                 micro_rows: int | None = None) -> float:
+    """One relearning step: answer-token NLL of the batch, backward, AdamW step. With
+    `micro_rows` under the batch's rows the backward runs over micro-batches of that many rows,
+    each token's loss divided by the whole batch's answer-token count, so the gradients add up
+    to the whole batch's (gradient accumulation) while only one micro-batch's activations live."""
+    n = int(b.input_ids.shape[0])
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if micro_rows is None or micro_rows >= n:
+        loss = answer_nll(model, b)
+        loss.backward()
+    else:
+        tokens = b.answer_mask[:, :-1].sum()
+        loss = torch.zeros(())
+        for sl in chunks(n, micro_rows):
+            r = b.rows(torch.arange(sl.start, sl.stop, device=b.input_ids.device))
+            _, tok = answer_token_logprobs(model, r)
+            part = -(tok * r.answer_mask[:, :-1]).sum() / tokens
+            part.backward()
+            loss = loss + part.detach().cpu()
     opt.step()
     return float(loss.detach())
 
@@ -237,12 +259,13 @@ def _one_lr(subject: Subject, train: Batch, test: Batch, setup: Setup, lr: float
     are freed on return, before the next learning rate's are made)."""
     marks = setup.checkpoints
     acc = np.zeros(len(marks))
+    micro = backward_rows(subject, int(train.input_ids.shape[1]), setup.batch_size)
     with trainable(subject, setup, seed) as (model, params):
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         sampler = Sampler(int(train.input_ids.shape[0]), setup.batch_size, seed)
         acc[0] = held_out_accuracy(model, test)
         for step in range(1, setup.steps + 1):
-            relearn_step(model, opt, train.rows(sampler.next()))
+            relearn_step(model, opt, train.rows(sampler.next()), micro)
             bar.update()
             if step in marks:
                 acc[marks.index(step)] = held_out_accuracy(model, test)

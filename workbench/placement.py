@@ -24,6 +24,9 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 # the rest covers the allocator's fragmentation and what the caller keeps between batches
 FREE_SHARE = 0.4
 MAX_ROWS = 512  # beyond this a GPU is saturated on any model this workbench audits
+# the working set one backward pass (relearning, attribution patching) may take on the CPU; on a
+# GPU, `batch_bytes`' share of the free memory
+BACKWARD_BYTES = 192 * 2**20
 _FREE: dict[str, int] = {}
 
 
@@ -57,6 +60,25 @@ def bytes_per_token(config: Any, element_size: int) -> int:
     kv = 2 * kv_heads * int(getattr(config, "head_dim", d // heads) or d // heads)
     vocab = int(config.vocab_size)
     return element_size * (6 * d + 3 * f + n_layers * (d + kv)) + 12 * vocab
+
+
+def backward_bytes_per_token(config: Any, element_size: int) -> int:
+    """A generous bound on the memory one token of a backward pass holds at its peak: every
+    block's saved activations (residual, norms, q/k/v, attention and MLP activations) and the
+    float32 logits and log-probabilities over the vocabulary with their gradients."""
+    d = int(config.hidden_size)
+    f = int(getattr(config, "intermediate_size", 4 * d) or 4 * d)
+    return (element_size * int(config.num_hidden_layers) * (6 * d + 3 * f)
+            + 16 * int(config.vocab_size))
+
+
+def backward_rows(subject: Any, width: int, rows: int) -> int:
+    """Rows of `width` tokens per backward pass, at most `rows`: as many as keep its working
+    set within the budget (`BACKWARD_BYTES` on the CPU), rounded down to a power of two, at
+    least 1. SmolLM2-135M in float32 at 21 tokens: 4 rows; the toy world's model: all 32."""
+    per_row = max(1, width) * backward_bytes_per_token(subject.config, subject.dtype.itemsize)
+    fit = batch_bytes(subject.device, BACKWARD_BYTES) // per_row
+    return max(1, min(rows, 1 << (fit.bit_length() - 1) if fit else 1))
 
 
 def rows_for_memory(free_bytes: int, config: Any, element_size: int, width: int) -> int:

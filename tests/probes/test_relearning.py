@@ -138,6 +138,26 @@ def test_lora_trains_adapters_over_the_models_own_weights(shifted):
     assert flags == [p.requires_grad for p in shifted.model.parameters()]
 
 
+def test_micro_batched_step_takes_the_whole_batchs_step(toy_original, toy_facts):
+    """Gradient accumulation over micro-batches (what a large model's relearning runs, to bound
+    its backward's memory) moves the weights as the whole batch's step does."""
+    b = relearning_module._encode(toy_original, toy_facts.forget, True)
+    b = b.rows(torch.arange(12))
+    after = []
+    for micro in (None, 5):
+        model = toy_original.clone().model
+        model.requires_grad_(True)
+        opt = torch.optim.SGD(model.parameters(), lr=1e3)  # M0 knows these: small gradients
+        loss = relearning_module.relearn_step(model, opt, b, micro)
+        after.append((loss, [p.detach().clone() for p in model.parameters()]))
+    assert after[0][0] == pytest.approx(after[1][0], rel=1e-5)
+    moved = max(float((p - q.detach()).abs().max()) for p, q in zip(
+        after[0][1], toy_original.model.parameters(), strict=True))
+    assert moved > 0.1
+    for p, q in zip(after[0][1], after[1][1], strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5 * moved)
+
+
 def test_lora_relearning_recovers_the_shift_more_than_the_oracle(toy_original, shifted,
                                                                   toy_facts, toy_oracle):
     """The same attack with LoRA adapters (at toy learning rates): the shifted suppressor comes

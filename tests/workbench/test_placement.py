@@ -55,6 +55,17 @@ def test_rows_fit_the_free_memory_and_shrink_with_width(bundled):
     assert placement.rows_for_memory(1, cfg, 4, 64) == 1  # never none
 
 
+def test_backward_rows_fit_the_budget_and_never_exceed_the_batch(bundled, toy_original):
+    b = placement.backward_bytes_per_token(bundled.config, 4)
+    rows = [placement.backward_rows(bundled, w, 32) for w in (8, 21, 64, 10_000)]
+    assert rows == sorted(rows, reverse=True) and rows[-1] == 1  # longer rows: fewer; never 0
+    for w, r in zip((8, 21, 64), rows, strict=False):
+        assert r & (r - 1) == 0 and r * w * b <= placement.BACKWARD_BYTES
+        assert 2 * r * w * b > placement.BACKWARD_BYTES or r == 32  # the most that fit
+    assert placement.backward_rows(toy_original, 21, 32) == 32  # a small model: the whole batch
+    assert placement.backward_rows(toy_original, 21, 5) == 5
+
+
 def test_rows_per_batch_is_the_callers_on_cpu_and_measured_once_on_a_gpu(bundled, monkeypatch):
     assert placement.rows_per_batch(bundled, PROMPTS, 7) == 7
     calls = []
