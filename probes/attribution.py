@@ -99,7 +99,8 @@ def attribution_deltas(m0: Subject, m1: Subject, prompts: Sequence[str], answers
     a0 = capture(m0, list(prompts), layers, points, position="last", batch_size=batch_size)
     # the backward keeps every layer's activations and vocabulary-wide log-probs per row: rows
     # per pass from a memory budget (SmolLM2-135M on the people world, three points: 32 rows at
-    # once raised the peak by 1.33 GB in 9.5 s, 8 rows by 0.32 GB in 4.9 s, the same figures)
+    # once raised the peak by 1.33 GB in 9.5 s, 8 rows by 0.32 GB in 4.9 s, the same figures;
+    # the budget gives it 4)
     width = max(len(ids) for ids in m1.tokenizer([p + a for p, a in zip(prompts, answers,
                                                                         strict=True)])["input_ids"])
     a1, gr, lp1 = _gradients(m1, list(prompts), list(answers), layers, points,

@@ -1,8 +1,10 @@
-"""Where a model runs and how much it computes at once: its dtype, its device map and the rows of
-each inference batch.
+"""Where a model runs and how much it computes at once: its dtype, its device map, the rows of
+each inference batch and of each backward pass.
 
-On the CPU nothing here changes what the callers ask for: float32 and each caller's own rows per
-batch (a CPU forward pass is compute-bound, so bigger batches buy no speed and cost memory). On a
+On the CPU inference keeps what the callers ask for: float32 and each caller's own rows per batch
+(a CPU forward pass is compute-bound, so bigger batches buy no speed and cost memory); a backward
+pass, which keeps every layer's activations, takes as many rows as fit a fixed budget
+(`backward_rows`). On a
 GPU an audit runs in bfloat16 (float16 where the GPU has no bfloat16), inference batches take as
 many rows as fit in a share of the free memory, and `device="auto"` spreads a model over every
 GPU with accelerate's `device_map="auto"` (a model larger than one GPU; on one GPU that holds it,
