@@ -21,7 +21,7 @@ from workbench.capture import POINTS, capture
 from workbench.errors import LayerError
 from workbench.facts import FactSet
 from workbench.models import Subject, hidden_of
-from workbench.placement import backward_rows
+from workbench.placement import backward_rows, token_width
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,8 @@ def attribution_deltas(m0: Subject, m1: Subject, prompts: Sequence[str], answers
     # per pass from a memory budget (SmolLM2-135M on the people world, three points: 32 rows at
     # once raised the peak by 1.33 GB in 9.5 s, 8 rows by 0.32 GB in 4.9 s, the same figures;
     # the budget gives it 4)
-    width = max(len(ids) for ids in m1.tokenizer([p + a for p, a in zip(prompts, answers,
-                                                                        strict=True)])["input_ids"])
-    a1, gr, lp1 = _gradients(m1, list(prompts), list(answers), layers, points,
-                             backward_rows(m1, width + 1, batch_size))
+    rows = backward_rows(m1, token_width(m1, prompts, answers), batch_size)
+    a1, gr, lp1 = _gradients(m1, list(prompts), list(answers), layers, points, rows)
     deltas = {p: torch.stack([((a0.layer(L, p).to(m1.device) - a1[(L, p)]) * gr[(L, p)]).sum(-1)
                               for L in layers]).float().cpu().numpy() for p in points}
     return deltas, lp1.cpu().numpy()

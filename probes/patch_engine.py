@@ -197,12 +197,14 @@ def _patch_nnsight(base: Subject, source: Subject, prompts, answers, rows, b: Ba
     dev = base.device
     src = {k: v.to(dev) for k, v in source_activations(
         source, prompts, cells, answers=answers, backend="nnsight", remote=remote).items()}
-    n = len(prompts)
-    plain = [(f, ()) for f in range(n)]
-    lp_base = torch.cat([_nnsight_rows(base, b, plain[s], {}, remote) for s in chunks(n, 64)])
-    bs = encode(source.tokenizer, prompts, answers, device=source.device)
-    lp_src = torch.cat([_nnsight_rows(source, bs, plain[s], {}, remote).to(dev)
-                        for s in chunks(n, 64)])
+    plain = [(f, ()) for f in range(len(prompts))]
+
+    def unpatched(subject: Subject, batch: Batch) -> Tensor:
+        return torch.cat([_nnsight_rows(subject, batch, plain[sl], {}, remote).to(dev)
+                          for sl in chunks(len(plain), 64)])
+
+    lp_base = unpatched(base, b)
+    lp_src = unpatched(source, encode(source.tokenizer, prompts, answers, device=source.device))
     last = b.last.tolist()
     out = _sweep(lambda rs, plan: _nnsight_rows(base, b, rs, plan, remote), rows, src,
                  lambda f, back: last[f] - back, batch_size, dev, progress, "patch (nnsight)")

@@ -47,13 +47,7 @@ from workbench.batching import Batch, chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, FactSet, phrasings
 from workbench.models import Subject
-from workbench.operators.training import (
-    Sampler,
-    add_lora,
-    answer_nll,
-    answer_token_logprobs,
-    trainable_modules,
-)
+from workbench.operators.training import Sampler, add_lora, answer_nll, trainable_modules
 from workbench.placement import backward_rows
 
 VARIANTS = ("rtt", "entity")
@@ -185,24 +179,21 @@ def relearn_step(model: torch.nn.Module, opt: torch.optim.Optimizer, b: Batch,
                  micro_rows: int | None = None) -> float:
     """One relearning step: answer-token NLL of the batch, backward, AdamW step. With
     `micro_rows` under the batch's rows the backward runs over micro-batches of that many rows,
-    each token's loss divided by the whole batch's answer-token count, so the gradients add up
-    to the whole batch's (gradient accumulation) while only one micro-batch's activations live."""
+    each one's mean NLL weighted by its share of the batch's answer tokens, so the gradients add
+    up to the whole batch's (gradient accumulation) while only one micro-batch's activations
+    live."""
     n = int(b.input_ids.shape[0])
+    tokens = b.answer_mask[:, :-1].sum()
     opt.zero_grad(set_to_none=True)
-    if micro_rows is None or micro_rows >= n:
-        loss = answer_nll(model, b)
-        loss.backward()
-    else:
-        tokens = b.answer_mask[:, :-1].sum()
-        loss = torch.zeros(())
-        for sl in chunks(n, micro_rows):
-            r = b.rows(torch.arange(sl.start, sl.stop, device=b.input_ids.device))
-            _, tok = answer_token_logprobs(model, r)
-            part = -(tok * r.answer_mask[:, :-1]).sum() / tokens
-            part.backward()
-            loss = loss + part.detach().cpu()
+    loss = 0.0
+    for sl in chunks(n, micro_rows or n):
+        r = b if sl.stop - sl.start == n else b.rows(
+            torch.arange(sl.start, sl.stop, device=b.input_ids.device))
+        part = answer_nll(model, r) * (r.answer_mask[:, :-1].sum() / tokens)
+        part.backward()
+        loss += float(part.detach())
     opt.step()
-    return float(loss.detach())
+    return loss
 
 
 def relearn_curve(subject: Subject, split: Split, setup: Setup, seed: int = 0,

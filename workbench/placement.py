@@ -79,16 +79,27 @@ def backward_rows(subject: Any, width: int, rows: int) -> int:
     set within the budget (`BACKWARD_BYTES` on the CPU), rounded down to a power of two, at
     least 1. SmolLM2-135M in float32 at 21 tokens: 4 rows; the toy world's model: all 32."""
     per_row = max(1, width) * backward_bytes_per_token(subject.config, subject.dtype.itemsize)
-    fit = batch_bytes(subject.device, BACKWARD_BYTES) // per_row
-    return max(1, min(rows, 1 << (fit.bit_length() - 1) if fit else 1))
+    return min(rows, _power_of_two_floor(batch_bytes(subject.device, BACKWARD_BYTES) // per_row))
+
+
+def _power_of_two_floor(n: int) -> int:
+    """The largest power of two <= n, and 1 for n < 1 (a batch never has no rows)."""
+    return 1 << (n.bit_length() - 1) if n > 0 else 1
+
+
+def token_width(subject: Any, prompts: Sequence[str], answers: Sequence[str] | None = None
+                ) -> int:
+    """The longest row's token count: each prompt, followed by its answer when given."""
+    texts = list(prompts) if answers is None else [p + a for p, a in zip(prompts, answers,
+                                                                         strict=True)]
+    return max(len(ids) for ids in subject.tokenizer(texts)["input_ids"])
 
 
 def rows_for_memory(free_bytes: int, config: Any, element_size: int, width: int) -> int:
     """Rows of `width` tokens that fit in `FREE_SHARE` of `free_bytes`, rounded down to a power
     of two (the same free memory always gives the same batches), between 1 and `MAX_ROWS`."""
     per_row = max(1, width) * bytes_per_token(config, element_size)
-    rows = int(free_bytes * FREE_SHARE) // per_row
-    return min(MAX_ROWS, 1 << (rows.bit_length() - 1)) if rows else 1
+    return min(MAX_ROWS, _power_of_two_floor(int(free_bytes * FREE_SHARE) // per_row))
 
 
 def free_memory(device: torch.device) -> int:
@@ -108,8 +119,7 @@ def rows_per_batch(subject: Any, prompts: Sequence[str], cpu_rows: int,
     device = subject.device
     if device.type != "cuda" or not prompts:
         return cpu_rows
-    texts = list(prompts) if answers is None else [p + a for p, a in zip(prompts, answers)]
-    width = extra + max(len(ids) for ids in subject.tokenizer(texts)["input_ids"])
+    width = extra + token_width(subject, prompts, answers)
     return rows_for_memory(free_memory(device), subject.config, subject.dtype.itemsize, width)
 
 
