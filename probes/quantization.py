@@ -8,17 +8,26 @@ Failure of LLM Unlearning via Quantization", ICLR 2025: for unlearning with util
 (llama.cpp's block size: the bundled model ships as 4-bit blocks of 32, which coarser groups do
 not reproduce, costing it many of its facts); bitsandbytes NF4 / LLM.int8 join on CUDA when
 installed. The same quantizer runs on M0 (a quantizer that breaks M0 is not read) and on the
-oracle (the floor). Quantized weights go through `torch.func.functional_call`: one quantized
-copy of the quantized tensors at a time, the subjects never modified.
+oracle (the floor).
+
+Memory: a quantizer packs each weight once into its compact form (RTN: integer codes, a byte
+each, and a scale and offset per group: under a third of float32) and the weights are
+de-quantized one layer at a time, as each layer runs (a `torch.nn.utils.parametrize`
+parametrization on its module, removed afterwards, leaving the model's own parameters in place):
+no full-precision quantized copy of the model ever exists, and the subjects' tensors are never
+written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from probes.attack_common import (
@@ -35,7 +44,18 @@ from workbench.facts import FactSet
 from workbench.models import Subject
 from workbench.scoring import answer_scores
 
-Quantizer = Callable[[torch.Tensor], torch.Tensor]  # weight -> de-quantized weight (a new tensor)
+
+@dataclass(frozen=True)
+class Quantizer:
+    """A weight quantizer in two halves: `pack` (weight -> its compact quantized state) and
+    `unpack` (state -> the de-quantized weight, a new tensor of the weight's shape and dtype).
+    Called on a weight, it does both."""
+
+    pack: Callable[[torch.Tensor], Any]
+    unpack: Callable[[Any], torch.Tensor]
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.unpack(self.pack(weight))
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,8 @@ def _groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor,
 
 
 def _ungroup(groups: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    return groups.reshape(groups.shape[0], -1)[:, :n].reshape(like.shape).to(like.dtype)
+    return (groups.reshape(groups.shape[0], -1)[:, :n].reshape(like.shape)
+            .to(like.dtype, copy=False))
 
 
 def _check(bits: int, group_size: int | None) -> None:
@@ -74,15 +95,48 @@ def _grid(groups: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     return lo, ((groups.amax(-1, keepdim=True) - lo) / (2**bits - 1)).clamp_min(1e-12)
 
 
+@dataclass(frozen=True)
+class RTNState:
+    """A weight quantized by `rtn_pack`: integer codes [rows, groups, group] (a byte each up to
+    8 bits), each group's offset and step (float32), and what `_ungroup` needs to cut back."""
+
+    codes: torch.Tensor
+    lo: torch.Tensor
+    step: torch.Tensor
+    n: int
+    like: torch.Tensor  # an empty tensor of the weight's shape and dtype (meta: no storage)
+
+
 @torch.no_grad()
-def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 32) -> torch.Tensor:
-    """Round-to-nearest with a min-max scale and offset per group of `group_size` consecutive
-    input columns of each row (None or >= the row: one group per row), de-quantized back to
-    `weight`'s dtype: each group holds at most 2**bits distinct values. `weight` is not touched."""
+def rtn_pack(weight: torch.Tensor, bits: int, group_size: int | None = 32) -> RTNState:
+    """Round-to-nearest codes of `weight` with a min-max scale and offset per group of
+    `group_size` consecutive input columns of each row (None or >= the row: one group per
+    row): each group holds at most 2**bits distinct values. `weight` is not touched."""
     _check(bits, group_size)
     groups, n = _groups(weight, group_size)
     lo, step = _grid(groups, bits)
-    return _ungroup(lo + step * torch.round((groups - lo) / step), n, weight)
+    code_dtype = torch.uint8 if bits <= 8 else torch.int32
+    codes = torch.round((groups - lo) / step).to(code_dtype)
+    return RTNState(codes, lo, step, n, torch.empty(weight.shape, dtype=weight.dtype,
+                                                   device="meta"))
+
+
+@torch.no_grad()
+def rtn_unpack(state: RTNState) -> torch.Tensor:
+    """The de-quantized weight of `rtn_pack`'s state, in the weight's dtype."""
+    return _ungroup(state.lo + state.step * state.codes.float(), state.n, state.like)
+
+
+def rtn(bits: int, group_size: int | None = 32) -> Quantizer:
+    """The RTN quantizer at `bits` bits and groups of `group_size` (checked now)."""
+    _check(bits, group_size)
+    return Quantizer(lambda w: rtn_pack(w, bits, group_size), rtn_unpack)
+
+
+@torch.no_grad()
+def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 32) -> torch.Tensor:
+    """`weight` round-to-nearest quantized (`rtn_pack`) and de-quantized back to its dtype."""
+    return rtn_unpack(rtn_pack(weight, bits, group_size))
 
 
 @torch.no_grad()
@@ -114,16 +168,23 @@ def _bnb_quantizers(device: torch.device) -> tuple[dict[str, Quantizer], str]:
     except Exception as e:  # noqa: BLE001 (any import failure means: not available here)
         return {}, f"bitsandbytes quantizers skipped: it does not import ({type(e).__name__})"
 
-    def nf4(w: torch.Tensor) -> torch.Tensor:
+    def nf4(w: torch.Tensor) -> tuple[Any, ...]:
         packed, state = bnbf.quantize_4bit(w.detach().half().contiguous(), blocksize=64,
                                            quant_type="nf4")
-        return bnbf.dequantize_4bit(packed, state).to(w.dtype).reshape(w.shape)
+        return packed, state, w.dtype, w.shape
 
-    def int8(w: torch.Tensor) -> torch.Tensor:
+    def nf4_unpack(s: tuple[Any, ...]) -> torch.Tensor:
+        return bnbf.dequantize_4bit(s[0], s[1]).to(s[2]).reshape(s[3])
+
+    def int8(w: torch.Tensor) -> tuple[Any, ...]:
         cb, stats, _ = bnbf.int8_vectorwise_quant(w.detach().half().contiguous(), threshold=0.0)
-        return bnbf.int8_vectorwise_dequant(cb, stats).to(w.dtype).reshape(w.shape)
+        return cb, stats, w.dtype, w.shape
 
-    return {"bnb_nf4": nf4, "bnb_int8": int8}, "bitsandbytes NF4 and LLM.int8 included"
+    def int8_unpack(s: tuple[Any, ...]) -> torch.Tensor:
+        return bnbf.int8_vectorwise_dequant(s[0], s[1]).to(s[2]).reshape(s[3])
+
+    return ({"bnb_nf4": Quantizer(nf4, nf4_unpack), "bnb_int8": Quantizer(int8, int8_unpack)},
+            "bitsandbytes NF4 and LLM.int8 included")
 
 
 def quantizers(bits: Sequence[int] = (8, 4), group_size: int | None = 32,
@@ -131,45 +192,84 @@ def quantizers(bits: Sequence[int] = (8, 4), group_size: int | None = 32,
                ) -> tuple[dict[str, Quantizer], str]:
     """The quantizers by name (`rtn8`, `rtn4`, ..., and `bnb_nf4` / `bnb_int8` on CUDA with
     bitsandbytes installed) and a note saying whether bitsandbytes is in."""
-    out: dict[str, Quantizer] = {
-        f"rtn{b}": (lambda w, b=b: rtn_quantize(w, b, group_size)) for b in bits}
+    out = {f"rtn{b}": rtn(b, group_size) for b in bits}
     extra, note = _bnb_quantizers(torch.device(device)) if bnb else ({}, "bitsandbytes off")
     return out | extra, note
 
 
-def quantized_params(model: torch.nn.Module, quantizer: Quantizer, embeddings: bool = False
-                     ) -> dict[str, torch.Tensor]:
-    """Name -> quantized tensor for each 2-D weight of `model` (the linear layers; the input
+def quantized_weights(model: torch.nn.Module, embeddings: bool = False
+                      ) -> dict[str, torch.nn.Parameter]:
+    """Name -> parameter for each 2-D weight a quantizer takes (the linear layers; the input
     and output embeddings only with `embeddings`, as GPTQ / AWQ / bitsandbytes leave them)."""
     skip = set() if embeddings else {
         id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
         if m is not None}
-    return {n: quantizer(p) for n, p in model.named_parameters()
-            if p.ndim == 2 and id(p) not in skip}
+    return {n: p for n, p in model.named_parameters() if p.ndim == 2 and id(p) not in skip}
+
+
+def quantized_params(model: torch.nn.Module, quantizer: Callable[[torch.Tensor], torch.Tensor],
+                     embeddings: bool = False) -> dict[str, torch.Tensor]:
+    """Name -> quantized tensor for each weight of `quantized_weights`, all at once (for
+    comparing two models' grids; the attack itself de-quantizes a layer at a time)."""
+    return {n: quantizer(p) for n, p in quantized_weights(model, embeddings).items()}
+
+
+class _Dequantized(torch.nn.Module):
+    """A parametrization that ignores the weight it stands in for and returns its quantized
+    state de-quantized, afresh at each use (nothing cached between layers)."""
+
+    def __init__(self, state: Any, unpack: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.state, self.unpack = state, unpack
+
+    def forward(self, _original: torch.Tensor) -> torch.Tensor:
+        return self.unpack(self.state)
+
+
+@contextmanager
+def quantized(model: torch.nn.Module, quantizer: Quantizer, embeddings: bool = False
+              ) -> Iterator[torch.nn.Module]:
+    """`model` running quantized while open: each weight of `quantized_weights` packed once,
+    and de-quantized only while its module runs. On exit every module gets its own parameter
+    object back, untouched (weights tied across modules stay tied)."""
+    weights = quantized_weights(model, embeddings)
+    owners = [(m, attr, id(p)) for m in model.modules()
+              for attr, p in m.named_parameters(recurse=False) if id(p) in
+              {id(w) for w in weights.values()}]
+    with torch.no_grad():
+        swaps = {id(p): _Dequantized(quantizer.pack(p), quantizer.unpack)
+                 for p in weights.values()}
+    done: list[tuple[torch.nn.Module, str]] = []
+    try:
+        for m, attr, key in owners:
+            parametrize.register_parametrization(m, attr, swaps[key], unsafe=True)
+            done.append((m, attr))
+        yield model
+    finally:
+        for m, attr in reversed(done):
+            parametrize.remove_parametrizations(m, attr, leave_parametrized=False)
+        swaps.clear()
 
 
 @torch.no_grad()
-def exact_match_with(subject: Subject, facts: FactSet, params: dict[str, torch.Tensor] | None,
-                     batch_size: int = 64) -> np.ndarray:
-    """Per-fact teacher-forced greedy exact match of `subject` with `params` swapped in."""
+def exact_match_on(subject: Subject, facts: FactSet, batch_size: int = 64) -> np.ndarray:
+    """Per-fact teacher-forced greedy exact match of `subject` as its model stands now."""
     out = []
     for sl in chunks(len(facts), batch_size):
         fs = facts.facts[sl]
         b = encode(subject.tokenizer, [f.prompt for f in fs], [f.answer for f in fs],
                    device=subject.device)
-        out.append(answer_scores(subject.model, b, params).exact.cpu())
+        out.append(answer_scores(subject.model, b).exact.cpu())
     return torch.cat(out).numpy()
 
 
 def _accuracies(subject: Subject, splits: dict[str, FactSet], quantizer: Quantizer | None,
                 embeddings: bool, batch_size: int) -> dict[str, np.ndarray]:
     """Per-fact exact match on each split, of `subject` quantized (None: as it is)."""
-    params = (quantized_params(subject.model, quantizer, embeddings) if quantizer is not None
-              else None)
-    try:
-        return {k: exact_match_with(subject, fs, params, batch_size) for k, fs in splits.items()}
-    finally:
-        del params  # one quantized copy at a time
+    if quantizer is None:
+        return {k: exact_match_on(subject, fs, batch_size) for k, fs in splits.items()}
+    with quantized(subject.model, quantizer, embeddings):
+        return {k: exact_match_on(subject, fs, batch_size) for k, fs in splits.items()}
 
 
 def _quantization(ctx: ProbeContext, th: QuantizationThresholds, bits: Sequence[int] = (8, 4),

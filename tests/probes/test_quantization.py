@@ -13,15 +13,20 @@ from apps.figures import draw
 from probes.base import Finding
 from probes.quantization import (
     QuantizationThresholds,
+    exact_match_on,
     quantization,
+    quantized,
     quantized_params,
     quantizers,
+    rtn,
     rtn_cells,
+    rtn_pack,
     rtn_quantize,
 )
 from workbench.batching import encode
 from workbench.controls import identity_edit, output_only_suppressor
 from workbench.models import Subject
+from workbench.scoring import answer_scores
 
 
 def _weight(rows: int = 6, cols: int = 96, seed: int = 0) -> torch.Tensor:
@@ -81,6 +86,61 @@ def test_moves_inside_the_rounding_cells_leave_the_quantized_weight_unchanged():
     gen = torch.Generator().manual_seed(1)
     for t in (torch.zeros_like(w), torch.ones_like(w), torch.rand(w.shape, generator=gen)):
         assert torch.equal(rtn_quantize(lo + t * (hi - lo), 4, 32), rtn_quantize(w, 4, 32))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 12])
+def test_packed_codes_are_compact_and_unpack_to_the_quantized_weight(bits):
+    for w in (_weight(8, 100), _weight(8, 256)):  # a padded last group, whole groups
+        state = rtn_pack(w, bits, 32)
+        assert state.codes.dtype == (torch.uint8 if bits <= 8 else torch.int32)
+        assert int(state.codes.max()) <= 2**bits - 1
+        assert torch.equal(rtn(bits, 32)(w), rtn_quantize(w, bits, 32))
+    if bits <= 8:  # a byte per weight and two floats per group: under a third of float32's
+        size = sum(t.numel() * t.element_size() for t in (state.codes, state.lo, state.step))
+        assert size < w.numel() * w.element_size() / 3
+
+
+def test_layer_at_a_time_scores_as_the_whole_quantized_copy(toy_original, toy_facts):
+    """`quantized` (each layer de-quantized as it runs) scores exactly as swapping in every
+    quantized weight at once, and leaves the model with its own parameter objects, module
+    classes and values."""
+    model, q = toy_original.model, rtn(4, 32)
+    fs = toy_facts.forget.facts[:48]
+    b = encode(toy_original.tokenizer, [f.prompt for f in fs], [f.answer for f in fs])
+    whole = answer_scores(model, b, quantized_params(model, q))
+    params = dict(model.named_parameters())
+    classes = {n: type(m) for n, m in model.named_modules()}
+    before = snapshot(toy_original)
+    with quantized(model, q):
+        layered = answer_scores(model, b)
+        again = exact_match_on(toy_original, toy_facts.forget.take(48), batch_size=16)
+    assert torch.allclose(layered.total, whole.total, atol=1e-5)
+    assert torch.equal(layered.exact, whole.exact) and np.array_equal(again, whole.exact.numpy())
+    assert not torch.equal(whole.total, answer_scores(model, b).total)  # it did quantize
+    assert dict(model.named_parameters()).keys() == params.keys()
+    assert all(p is params[n] for n, p in model.named_parameters())
+    assert {n: type(m) for n, m in model.named_modules()} == classes
+    after = snapshot(toy_original)
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_tied_embeddings_are_quantized_in_both_places(toy_original, toy_facts):
+    """With `embeddings`, a weight shared by the input embedding and the output head is
+    quantized for both (as one tensor) and stays shared afterwards."""
+    s = toy_original.clone(source="tied")
+    model = s.model
+    model.lm_head.weight = model.model.embed_tokens.weight
+    q = rtn(2, 32)
+    fs = toy_facts.forget.facts[:16]
+    b = encode(s.tokenizer, [f.prompt for f in fs], [f.answer for f in fs])
+    whole = answer_scores(model, b, quantized_params(model, q, embeddings=True))
+    shared = model.lm_head.weight
+    with quantized(model, q, embeddings=True):
+        assert torch.equal(model.lm_head.weight, q(shared))
+        assert torch.equal(model.model.embed_tokens.weight, q(shared))
+        layered = answer_scores(model, b)
+    assert torch.allclose(layered.total, whole.total, atol=1e-5)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
 def test_bitsandbytes_only_on_cuda():
