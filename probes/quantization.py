@@ -232,13 +232,11 @@ def quantized(model: torch.nn.Module, quantizer: Quantizer, embeddings: bool = F
     """`model` running quantized while open: each weight of `quantized_weights` packed once,
     and de-quantized only while its module runs. On exit every module gets its own parameter
     object back, untouched (weights tied across modules stay tied)."""
-    weights = quantized_weights(model, embeddings)
-    owners = [(m, attr, id(p)) for m in model.modules()
-              for attr, p in m.named_parameters(recurse=False) if id(p) in
-              {id(w) for w in weights.values()}]
     with torch.no_grad():
         swaps = {id(p): _Dequantized(quantizer.pack(p), quantizer.unpack)
-                 for p in weights.values()}
+                 for p in quantized_weights(model, embeddings).values()}
+    owners = [(m, attr, id(p)) for m in model.modules()
+              for attr, p in m.named_parameters(recurse=False) if id(p) in swaps]
     done: list[tuple[torch.nn.Module, str]] = []
     try:
         for m, attr, key in owners:
