@@ -6,9 +6,9 @@ Failure of LLM Unlearning via Quantization", ICLR 2025: for unlearning with util
 4-bit quantization takes the retained forgotten knowledge from 21% to 83%). Round-to-nearest
 (RTN) with per-group min-max scales at 8 and 4 bits is written here, in groups of 32 by default
 (llama.cpp's block size: the bundled model ships as 4-bit blocks of 32, which coarser groups do
-not reproduce, costing it many of its facts); bitsandbytes NF4 / LLM.int8 join on CUDA when
-installed. The same quantizer runs on M0 (a quantizer that breaks M0 is not read) and on the
-oracle (the floor).
+not reproduce, costing it many of its facts); bitsandbytes NF4 / LLM.int8 join where it is
+installed (the `quant` extra): on CUDA by default, on the CPU too with `bnb=True`. The same
+quantizer runs on M0 (a quantizer that breaks M0 is not read) and on the oracle (the floor).
 
 Memory: a quantizer packs each weight once into its compact form (RTN: integer codes, a byte
 each, and a scale and offset per group: under a third of float32) and the weights are
@@ -41,6 +41,7 @@ from probes.common import exact_match, gate, seed_all
 from workbench.batching import chunks, encode
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
+from workbench.logs import quieter
 from workbench.models import Subject
 from workbench.scoring import answer_scores
 
@@ -159,12 +160,18 @@ def rtn_cells(weight: torch.Tensor, bits: int, group_size: int | None = 32,
             _ungroup(torch.maximum(upper, groups), n, weight))
 
 
-def _bnb_quantizers(device: torch.device) -> tuple[dict[str, Quantizer], str]:
-    """bitsandbytes NF4 (blocks of 64) and LLM.int8 row-wise absmax, when they can run here."""
-    if device.type != "cuda":
-        return {}, f"bitsandbytes quantizers skipped: the subjects run on {device.type}, not CUDA"
+def _bnb_quantizers(device: torch.device, bnb: bool | None) -> tuple[dict[str, Quantizer], str]:
+    """bitsandbytes NF4 (blocks of 64) and LLM.int8 row-wise absmax, where they run: by default
+    (`bnb=None`) only on CUDA, where a quantized model would be served; `bnb=True` also on the
+    CPU (bitsandbytes 0.46 and later quantize there with the same functions)."""
+    if bnb is False:
+        return {}, "bitsandbytes off"
+    if bnb is None and device.type != "cuda":
+        return {}, (f"bitsandbytes quantizers skipped: the subjects run on {device.type}, not "
+                    "CUDA (bnb=True runs them anyway)")
     try:
-        import bitsandbytes.functional as bnbf
+        with quieter("bitsandbytes"):
+            import bitsandbytes.functional as bnbf
     except Exception as e:  # noqa: BLE001 (any import failure means: not available here)
         return {}, f"bitsandbytes quantizers skipped: it does not import ({type(e).__name__})"
 
@@ -183,17 +190,24 @@ def _bnb_quantizers(device: torch.device) -> tuple[dict[str, Quantizer], str]:
     def int8_unpack(s: tuple[Any, ...]) -> torch.Tensor:
         return bnbf.int8_vectorwise_dequant(s[0], s[1]).to(s[2]).reshape(s[3])
 
-    return ({"bnb_nf4": Quantizer(nf4, nf4_unpack), "bnb_int8": Quantizer(int8, int8_unpack)},
-            "bitsandbytes NF4 and LLM.int8 included")
+    out = {"bnb_nf4": Quantizer(nf4, nf4_unpack), "bnb_int8": Quantizer(int8, int8_unpack)}
+    try:  # an old release, or a build without kernels for this device, fails here, not mid-run
+        for q in out.values():
+            q(torch.zeros(2, 64, device=device))
+    except Exception as e:  # noqa: BLE001
+        return {}, (f"bitsandbytes quantizers skipped: they do not run on {device.type} "
+                    f"({type(e).__name__}: {str(e)[:80]})")
+    return out, f"bitsandbytes NF4 and LLM.int8 included (on {device.type})"
 
 
 def quantizers(bits: Sequence[int] = (8, 4), group_size: int | None = 32,
-               device: torch.device | str = "cpu", bnb: bool = True
+               device: torch.device | str = "cpu", bnb: bool | None = None
                ) -> tuple[dict[str, Quantizer], str]:
-    """The quantizers by name (`rtn8`, `rtn4`, ..., and `bnb_nf4` / `bnb_int8` on CUDA with
-    bitsandbytes installed) and a note saying whether bitsandbytes is in."""
+    """The quantizers by name (`rtn8`, `rtn4`, ..., and `bnb_nf4` / `bnb_int8` where
+    bitsandbytes is installed: on CUDA by default, anywhere with `bnb=True`, never with
+    `bnb=False`) and a note saying whether bitsandbytes is in."""
     out = {f"rtn{b}": rtn(b, group_size) for b in bits}
-    extra, note = _bnb_quantizers(torch.device(device)) if bnb else ({}, "bitsandbytes off")
+    extra, note = _bnb_quantizers(torch.device(device), bnb)
     return out | extra, note
 
 
@@ -271,8 +285,8 @@ def _accuracies(subject: Subject, splits: dict[str, FactSet], quantizer: Quantiz
 
 
 def _quantization(ctx: ProbeContext, th: QuantizationThresholds, bits: Sequence[int] = (8, 4),
-                  group_size: int | None = 32, embeddings: bool = False, bnb: bool = True,
-                  batch_size: int = 64) -> Finding:
+                  group_size: int | None = 32, embeddings: bool = False,
+                  bnb: bool | None = None, batch_size: int = 64) -> Finding:
     m0, m1, facts, oracle = ctx.m0, ctx.m1, ctx.facts, ctx.oracle
     seed_all(ctx.seed)
     g = gate(m0, m1, facts, th, oracle=oracle)
@@ -356,7 +370,7 @@ PROBE = ProbeSpec("quantization", QuantizationThresholds, _quantization)
 
 def quantization(m0: Subject, m1: Subject, facts: FactSet, oracle: Subject | None = None,
                  bits: Sequence[int] = (8, 4), group_size: int | None = 32,
-                 embeddings: bool = False, bnb: bool = True, batch_size: int = 64,
+                 embeddings: bool = False, bnb: bool | None = None, batch_size: int = 64,
                  seed: int = 0, progress: bool = False, device: str | None = None,
                  thresholds: QuantizationThresholds | None = None) -> Finding:
     """Quantize M0, M1 (and the oracle) at each bit width and read how much of the forgotten

@@ -143,9 +143,24 @@ def test_tied_embeddings_are_quantized_in_both_places(toy_original, toy_facts):
     assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
-def test_bitsandbytes_only_on_cuda():
+def test_bitsandbytes_on_cuda_by_default_and_on_the_cpu_when_asked():
     qs, note = quantizers((8, 4), 64, device="cpu")
     assert list(qs) == ["rtn8", "rtn4"] and "not CUDA" in note
+    assert list(quantizers((4,), bnb=False)[0]) == ["rtn4"]
+    qs, note = quantizers((4,), device="cpu", bnb=True)  # bitsandbytes is in the dev extra
+    assert list(qs) == ["rtn4", "bnb_nf4", "bnb_int8"], note
+    w = _weight(16, 256)
+    for name in ("bnb_nf4", "bnb_int8"):
+        q = qs[name](w)
+        assert q.shape == w.shape and q.dtype == w.dtype and not torch.equal(q, w)
+    # int8: row-wise absmax, so every error is within half a step of its row's 127 levels
+    step = w.abs().amax(1, keepdim=True) / 127
+    assert ((qs["bnb_int8"](w) - w).abs() <= 0.51 * step + 1e-3).all()
+    # NF4: 16 levels per block of 64, so it errs more than int8 and less than the weights vary
+    err4 = (qs["bnb_nf4"](w) - w).abs().mean()
+    assert (qs["bnb_int8"](w) - w).abs().mean() < err4 < 0.5 * w.abs().mean()
+    packed, state, *_ = qs["bnb_nf4"].pack(w)  # two 4-bit codes a byte
+    assert packed.numel() * packed.element_size() == w.numel() // 2
 
 
 # ----- known truth on the toy world ------------------------------------------------------------
@@ -234,6 +249,18 @@ def test_oracle_is_not_read_as_suppression(toy_original, toy_oracle, toy_facts):
         assert abs(f.scores[f"recovery_{q}"] - f.scores[f"floor_{q}"]) <= th.floor_margin
     alone = quantization(toy_original, toy_oracle, toy_facts)  # no floor: not removal either
     assert alone.reading != "suppression-signature" and "floor" in alone.reason
+
+
+def test_bitsandbytes_quantizers_read_the_oracle_as_removal(toy_original, toy_oracle, toy_facts):
+    """With `bnb=True` the attack runs NF4 and int8 too (here on the CPU), under the same
+    reading rule: the oracle as M1 gets back no more than its floor from any of them."""
+    th = QuantizationThresholds()
+    f = quantization(toy_original, toy_oracle, toy_facts, oracle=toy_oracle, bits=(4,), bnb=True)
+    assert f.meta["quantizers"] == ["rtn4", "bnb_nf4", "bnb_int8"], f.meta["bitsandbytes"]
+    assert f.reading == "removal-consistent", f.reason
+    for q in f.meta["quantizers"]:
+        assert abs(f.scores[f"recovery_{q}"] - f.scores[f"floor_{q}"]) <= th.floor_margin
+        assert f.scores[f"acc_forget_{q}_M0"] >= 0.9  # M0 survives each quantizer
 
 
 def test_identity_still_answers(toy_original, toy_facts):

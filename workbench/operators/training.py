@@ -29,6 +29,7 @@ from workbench.batching import Batch, chunks, encode
 from workbench.behavior import evaluate
 from workbench.errors import LayerError, WorkbenchError
 from workbench.facts import FactSet, phrasings, unnamed
+from workbench.logs import quieter
 from workbench.models import (
     Subject,
     decoder_layers,
@@ -189,7 +190,8 @@ def add_lora(model: nn.Module, modules: dict[str, nn.Module], rank: int, alpha: 
              seed: int) -> nn.Module:
     """Wrap `model` with peft LoRA adapters of this rank on every linear layer inside `modules`
     (seeded initialisation); peft freezes every other parameter of `model`."""
-    from peft import LoraConfig, get_peft_model
+    with quieter("bitsandbytes"):  # peft imports it when installed
+        from peft import LoraConfig, get_peft_model
 
     targets = [f"{name}.{sub}" if sub else name for name, mod in modules.items()
                for sub, m in mod.named_modules() if isinstance(m, nn.Linear)]
