@@ -4,6 +4,7 @@ bundled model's built-in facts.
     python bench/attacks.py                                  # toy world, every edit, every attack
     python bench/attacks.py --models smollm2                 # bundled model, the cheap edits
     python bench/attacks.py --models toy --operators ga,identity --attacks relearning,membership
+    python bench/attacks.py --attacks quantization --set quantization.bnb=true  # + NF4 / int8
 
 For each edit M1 (every registered operator with its default config, the controls `identity` and
 `output_only_suppressor`, and, with an oracle, the retrain oracle itself as M1) the attacks run
@@ -37,6 +38,7 @@ under the options of the run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -191,18 +193,36 @@ def _crash(e: BaseException) -> dict[str, Any]:
             "function": last.name, "traceback": "".join(traceback.format_exception(e))[-4000:]}
 
 
-def run_attack(name: str, m0: Any, m1: Any, facts: Any, oracle: Any, seed: int
-               ) -> dict[str, Any]:
+def run_attack(name: str, m0: Any, m1: Any, facts: Any, oracle: Any, seed: int,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
     from probes import get_probe
 
     t0 = time.perf_counter()
     try:
-        f = get_probe(name)(m0, m1, facts, oracle=oracle, seed=seed, device="cpu")
+        f = get_probe(name)(m0, m1, facts, oracle=oracle, seed=seed, device="cpu",
+                            **(options or {}))
     except Exception as e:  # noqa: BLE001 (one attack's crash must not end the benchmark)
         return {"seconds": round(time.perf_counter() - t0, 2), **_crash(e)}
     return {"seconds": round(time.perf_counter() - t0, 2), "reading": f.reading,
             "reason": f.reason, **headline(name, f.scores), "scores": f.scores,
             "meta": {k: v for k, v in f.meta.items() if k != "thresholds"}}
+
+
+def attack_options(pairs: list[str], attacks: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set ATTACK.KEY=VALUE` pairs as {attack: {key: value}} (values JSON, else strings)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, sep, raw = pair.partition("=")
+        attack, dot, key = target.partition(".")
+        if not (sep and dot and key) or attack not in attacks:
+            raise SystemExit(f"--set {pair!r}: expected ATTACK.KEY=VALUE with ATTACK one of "
+                             f"{', '.join(attacks)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(attack, {})[key] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +276,8 @@ def table(which: str, rec: dict[str, Any], attacks: list[str]):
 
 
 def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int, console,
-              saved: Path | None = None) -> dict[str, Any]:
+              saved: Path | None = None, options: dict[str, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
     from workbench.errors import WorkbenchError
 
     load_m0, load_oracle, facts, source = load_world(which)
@@ -291,7 +312,7 @@ def run_model(which: str, edits: list[str] | None, attacks: list[str], seed: int
                 p["attacks"][a] = {"skipped": "UDS patches a retrain oracle's activations into "
                                               "M0: no oracle for this model", "seconds": 0.0}
                 continue
-            r = run_attack(a, m0, m1, facts, oracle, seed)
+            r = run_attack(a, m0, m1, facts, oracle, seed, (options or {}).get(a))
             p["attacks"][a] = r
             total += r["seconds"]
             status = (f"CRASH {r['error'][:100]} ({r['file']}:{r['line']})" if "error" in r
@@ -320,6 +341,9 @@ def main() -> None:
                          "and the oracle; smollm2: " + ",".join(SMOLLM2_DEFAULT) + ")")
     ap.add_argument("--attacks", default=",".join(ATTACKS), help="comma list of modules")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=None, metavar="ATTACK.KEY=VALUE",
+                    help="an option of one attack, a JSON value (repeatable), e.g. "
+                         "quantization.bnb=true or quantization.bits=[4]")
     ap.add_argument("--edits-from", default=None, metavar="DIR",
                     help="load operators' edits saved by `bench/operators.py --save-edits DIR` "
                          "(DIR/<model>/<operator>) instead of making them again")
@@ -334,6 +358,7 @@ def main() -> None:
     attacks = args.attacks.split(",")
     for a in attacks:
         PROBES[a]  # an unknown name fails before any work, listing the known ones
+    options = attack_options(args.set or [], attacks)
     edits = args.operators.split(",") if args.operators else None
     for n in edits or []:
         if n not in (*CONTROLS, ORACLE):
@@ -344,7 +369,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     for which in args.models.split(","):
         saved = Path(args.edits_from) / which if args.edits_from else None
-        results[which] = rec = run_model(which, edits, attacks, args.seed, console, saved)
+        results[which] = rec = run_model(which, edits, attacks, args.seed, console, saved,
+                                         options)
         console.print(table(which, rec, attacks))
         for name, p in rec["pairs"].items():
             if "refused" in p or "edit_error" in p:
