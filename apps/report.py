@@ -65,6 +65,9 @@ def card_html(r: dict[str, Any]) -> str:
     if r["unavailable"]:
         lines.append("<p><b>Unavailable.</b></p><ul>" + "".join(
             f"<li>{_e(u)}</li>" for u in r["unavailable"]) + "</ul>")
+    if r.get("unweighed"):
+        lines.append("<p><b>Against it, not counted.</b></p><ul>" + "".join(
+            f"<li>{_e(u)}</li>" for u in r["unweighed"]) + "</ul>")
     return f"<div class='card {r['verdict']}' id='verdict'>{''.join(lines)}</div>"
 
 

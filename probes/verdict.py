@@ -94,11 +94,15 @@ class Verdict:
     behaviour: dict[str, float] = field(default_factory=dict)
     calibration: str = ""
     would_change: str = ""  # what evidence would turn the verdict
+    # readings against the verdict from modules the calibration gives no weight: shown, not
+    # counted (the pools it was fitted on held no edit that only they could tell apart)
+    unweighed: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["evidence"] = [asdict(e) for e in self.evidence]
         doc["unavailable"] = list(self.unavailable)
+        doc["unweighed"] = list(self.unweighed)
         return doc
 
     @classmethod
@@ -106,7 +110,8 @@ class Verdict:
         return cls(doc["verdict"], float(doc["removal_score"]), float(doc["confidence"]),
                    doc["summary"], tuple(Evidence(**e) for e in doc.get("evidence", [])),
                    tuple(doc.get("unavailable", [])), dict(doc.get("behaviour", {})),
-                   doc.get("calibration", ""), doc.get("would_change", ""))
+                   doc.get("calibration", ""), doc.get("would_change", ""),
+                   tuple(doc.get("unweighed", [])))
 
 
 # The figure shown beside each module's reading (the first of these its finding has).
@@ -234,7 +239,19 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
                    f"({why})")
         change = _turning_point(cal, x, w, [n in findings for n in cal.features], verdict)
     return Verdict(verdict, score, round(conf, 4), summary, tuple(evidence), tuple(unavailable),
-                   beh, cal.version, change)
+                   beh, cal.version, change, _unweighed(evidence, verdict))
+
+
+def _unweighed(evidence: list[Evidence], verdict: str) -> tuple[str, ...]:
+    """Each zero-weight finding whose reading contradicts a removed / suppressed verdict, in a
+    sentence: a reviewer sees it, and sees that the calibration did not count it."""
+    against = {"removed": "suppression-signature", "suppressed": "removal-consistent"}.get(verdict)
+    return tuple(
+        f"{e.finding} reads {e.reading.replace('-', ' ')}"
+        + (f" ({e.figure} {e.value:.2f})" if e.figure and math.isfinite(e.value) else "")
+        + ", but this calibration gives it no weight: its pools held no edit that it alone "
+          "told apart"
+        for e in evidence if e.push == 0 and against is not None and e.reading == against)
 
 
 def _turning_point(cal: Calibration, x: np.ndarray, w: np.ndarray, ran: list[bool],

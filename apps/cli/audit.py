@@ -73,4 +73,6 @@ def audit(
     out.print(t)
     for u in v.unavailable:
         out.print(f"[yellow]unavailable[/]: {u}")
+    for u in v.unweighed:
+        out.print(f"[yellow]against it, not counted[/]: {u}")
     out.print(f"report: {result.out / 'report.html'}")

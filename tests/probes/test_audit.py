@@ -22,7 +22,7 @@ def test_audit_writes_the_run_directory_and_resumes(toy_original, toy_oracle, to
         assert (tmp_path / name).is_file()
     report = json.loads((tmp_path / "report.json").read_text())
     for key in ("verdict", "removal_score", "confidence", "evidence", "findings", "timings",
-                "versions", "seeds", "behaviour", "unavailable"):
+                "versions", "seeds", "behaviour", "unavailable", "unweighed"):
         assert key in report
     assert report["behaviour"]["M1"]["forget"] < report["behaviour"]["M0"]["forget"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())

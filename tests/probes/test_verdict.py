@@ -55,6 +55,23 @@ def test_would_change_names_readings_that_do_flip_it():
     assert len(named) < len(readings)  # the fewest, not all of them
 
 
+def test_readings_the_calibration_does_not_weigh_are_said_not_counted():
+    """A zero-weight module reading against the verdict is listed (with its figure), and the
+    score is the same as without it; one reading with the verdict is not listed."""
+    cal = _cal(weights=(-2.0, -3.0, 0.0))
+    readings = {"logit_lens": "removal-consistent", "relearning": "removal-consistent"}
+    base = decide(_findings(readings), cal)
+    against = decide(_findings(readings | {"membership": "suppression-signature"}), cal)
+    assert against.verdict == base.verdict == "removed" and base.unweighed == ()
+    assert against.removal_score == base.removal_score
+    (line,) = against.unweighed
+    assert line.startswith("membership reads suppression signature (recovery 0.50)")
+    assert "no weight" in line
+    along = decide(_findings(readings | {"membership": "removal-consistent"}), cal)
+    assert along.unweighed == ()
+    assert Verdict.from_json(json.loads(json.dumps(against.to_json()))) == against
+
+
 def test_behaviour_cuts_come_first():
     both = {n: "suppression-signature" for n in MODULES}
     assert decide(_findings(both, forget1=0.9), _cal()).verdict == "not_unlearned"
