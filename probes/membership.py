@@ -48,6 +48,9 @@ class MembershipThresholds(GateThresholds):
     min_signal: float = 0.2
 
 
+STATS_ROWS = 4  # rows whose vocabulary statistics are computed at once
+
+
 @torch.no_grad()
 def min_k_plus_plus(subject: Subject, prompts: list[str], answers: list[str], k: float = 0.2,
                     tokens: Tokens = "answer", batch_size: int = 16) -> np.ndarray:
@@ -60,19 +63,28 @@ def min_k_plus_plus(subject: Subject, prompts: list[str], answers: list[str], k:
     for sl in chunks(len(prompts), batch_size):
         b = encode(subject.tokenizer, prompts[sl], answers[sl], device=subject.device)
         logits = subject.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        p = logp.exp()
-        mu = (p * logp).sum(-1)
-        sigma = (p * (logp - mu[..., None]).square()).sum(-1).clamp_min(1e-12).sqrt()
-        target = logp.gather(-1, b.input_ids[:, 1:, None])[..., 0]
-        z = (target - mu) / sigma
         mask = (b.answer_mask[:, :-1] if tokens == "answer"
                 else b.attention_mask[:, 1:].bool())
-        for row, m in zip(z, mask, strict=True):
-            vals = row[m]
-            n = max(1, math.ceil(k * len(vals)))
-            out.append(float(vals.sort().values[:n].mean()))
+        # the vocabulary statistics a few rows at a time: each step holds several
+        # [rows, positions, vocab] float32 temporaries, which for a whole batch of a 49k-token
+        # vocabulary were the largest allocation of a full audit
+        for r in chunks(len(b.input_ids), STATS_ROWS):
+            z = _z_scores(logits[r, :-1], b.input_ids[r, 1:])
+            for row, m in zip(z, mask[r], strict=True):
+                vals = row[m]
+                n = max(1, math.ceil(k * len(vals)))
+                out.append(float(vals.sort().values[:n].mean()))
     return np.array(out)
+
+
+def _z_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per position, the target's log-prob standardised by the next-token distribution's own
+    mean and spread of log-probs (Min-K%++'s per-token score)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    mu = (p * logp).sum(-1)
+    sigma = (p * (logp - mu[..., None]).square()).sum(-1).clamp_min(1e-12).sqrt()
+    return (logp.gather(-1, targets[..., None])[..., 0] - mu) / sigma
 
 
 def auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
