@@ -30,7 +30,8 @@ WAYS = ("not quantized", "whole copy", "layer at a time")
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
-from probes.quantization import exact_match_on, quantized, quantized_params, rtn
+from probes.quantization import quantized, quantized_params, rtn
+from workbench.behavior import answer_logprobs
 from workbench.batching import chunks, encode
 from workbench.scoring import answer_scores
 way, world_kind, bits = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -50,7 +51,7 @@ loaded = rss()
 q = rtn(bits, 32)
 t0 = time.perf_counter()
 if way == "not quantized":  # the passes' own activations and logits: the baseline
-    out = {s: exact_match_on(subject, fs, 64) for s, fs in splits.items()}
+    out = {s: answer_logprobs(subject, [f.prompt for f in fs], [f.answer for f in fs], 64)[2] for s, fs in splits.items()}
 elif way == "whole copy":
     params = quantized_params(subject.model, q)
     out = {}
@@ -65,7 +66,7 @@ elif way == "whole copy":
     del params
 else:
     with quantized(subject.model, q):
-        out = {s: exact_match_on(subject, fs, 64) for s, fs in splits.items()}
+        out = {s: answer_logprobs(subject, [f.prompt for f in fs], [f.answer for f in fs], 64)[2] for s, fs in splits.items()}
 seconds = time.perf_counter() - t0
 n_params = sum(p.numel() for p in subject.model.parameters())
 print("RESULT " + json.dumps({

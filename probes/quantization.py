@@ -38,12 +38,11 @@ from probes.attack_common import (
 )
 from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import exact_match, gate, seed_all
-from workbench.batching import chunks, encode
+from workbench.behavior import answer_logprobs
 from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.logs import quieter
 from workbench.models import Subject
-from workbench.scoring import answer_scores
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,7 @@ def _groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor,
 
 
 def _ungroup(groups: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    return (groups.reshape(groups.shape[0], -1)[:, :n].reshape(like.shape)
-            .to(like.dtype, copy=False))
+    return groups.reshape(groups.shape[0], -1)[:, :n].reshape(like.shape).to(like.dtype)
 
 
 def _check(bits: int, group_size: int | None) -> None:
@@ -260,28 +258,17 @@ def quantized(model: torch.nn.Module, quantizer: Quantizer, embeddings: bool = F
     finally:
         for m, attr in reversed(done):
             parametrize.remove_parametrizations(m, attr, leave_parametrized=False)
-        swaps.clear()
-
-
-@torch.no_grad()
-def exact_match_on(subject: Subject, facts: FactSet, batch_size: int = 64) -> np.ndarray:
-    """Per-fact teacher-forced greedy exact match of `subject` as its model stands now."""
-    out = []
-    for sl in chunks(len(facts), batch_size):
-        fs = facts.facts[sl]
-        b = encode(subject.tokenizer, [f.prompt for f in fs], [f.answer for f in fs],
-                   device=subject.device)
-        out.append(answer_scores(subject.model, b).exact.cpu())
-    return torch.cat(out).numpy()
 
 
 def _accuracies(subject: Subject, splits: dict[str, FactSet], quantizer: Quantizer | None,
                 embeddings: bool, batch_size: int) -> dict[str, np.ndarray]:
-    """Per-fact exact match on each split, of `subject` quantized (None: as it is)."""
+    """Per-fact exact match on each split, of `subject` quantized (None: as it is, the
+    battery's memoised answers, which the gate has already asked for)."""
     if quantizer is None:
-        return {k: exact_match_on(subject, fs, batch_size) for k, fs in splits.items()}
-    with quantized(subject.model, quantizer, embeddings):
-        return {k: exact_match_on(subject, fs, batch_size) for k, fs in splits.items()}
+        return {k: exact_match(subject, fs, batch_size) for k, fs in splits.items()}
+    with quantized(subject.model, quantizer, embeddings):  # never memoised: not the model's own
+        return {k: answer_logprobs(subject, [f.prompt for f in fs], [f.answer for f in fs],
+                                   batch_size)[2] for k, fs in splits.items()}
 
 
 def _quantization(ctx: ProbeContext, th: QuantizationThresholds, bits: Sequence[int] = (8, 4),

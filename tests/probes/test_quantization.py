@@ -13,7 +13,6 @@ from apps.figures import draw
 from probes.base import Finding
 from probes.quantization import (
     QuantizationThresholds,
-    exact_match_on,
     quantization,
     quantized,
     quantized_params,
@@ -24,6 +23,7 @@ from probes.quantization import (
     rtn_quantize,
 )
 from workbench.batching import encode
+from workbench.behavior import answer_logprobs
 from workbench.controls import identity_edit, output_only_suppressor
 from workbench.models import Subject
 from workbench.scoring import answer_scores
@@ -113,7 +113,8 @@ def test_layer_at_a_time_scores_as_the_whole_quantized_copy(toy_original, toy_fa
     before = snapshot(toy_original)
     with quantized(model, q):
         layered = answer_scores(model, b)
-        again = exact_match_on(toy_original, toy_facts.forget.take(48), batch_size=16)
+        again = answer_logprobs(toy_original, [f.prompt for f in fs], [f.answer for f in fs],
+                                16)[2]
     assert torch.allclose(layered.total, whole.total, atol=1e-5)
     assert torch.equal(layered.exact, whole.exact) and np.array_equal(again, whole.exact.numpy())
     assert not torch.equal(whole.total, answer_scores(model, b).total)  # it did quantize
