@@ -4,7 +4,7 @@ Unlearning that moves weights less than a quantizer's rounding step is undone by
 quantized M1 lands on the same grid points as the quantized M0 (Zhang et al., "Catastrophic
 Failure of LLM Unlearning via Quantization", ICLR 2025: for unlearning with utility constraints,
 4-bit quantization takes the retained forgotten knowledge from 21% to 83%). Round-to-nearest
-(RTN) with per-group min-max scales at 8 and 4 bits is written here, in groups of 32 by default
+(RTN) with per-group min-max scales at 8 and 4 bits (`workbench.rounding`), in groups of 32 by default
 (llama.cpp's block size: the bundled model ships as 4-bit blocks of 32, which coarser groups do
 not reproduce, costing it many of its facts); bitsandbytes NF4 / LLM.int8 join where it is
 installed (the `quant` extra): on CUDA by default, on the CPU too with `bnb=True`. The same
@@ -39,10 +39,10 @@ from probes.attack_common import (
 from probes.base import Finding, ProbeContext, ProbeSpec
 from probes.common import exact_match, gate, seed_all
 from workbench.behavior import answer_logprobs
-from workbench.errors import WorkbenchError
 from workbench.facts import FactSet
 from workbench.logs import quieter
 from workbench.models import Subject
+from workbench.rounding import check_grid, quantized_weights, rtn_pack, rtn_unpack
 
 
 @dataclass(frozen=True)
@@ -66,96 +66,11 @@ class QuantizationThresholds(AttackThresholds):
     broken_drop: float = 0.2
 
 
-def _groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:
-    """`weight` as float32 [rows, groups, group] (the last group padded with its last column,
-    so its min and max stay its own) and the row length to cut back to."""
-    rows = weight.detach().float().reshape(-1, weight.shape[-1])
-    n = rows.shape[1]
-    g = n if group_size is None or group_size >= n else group_size
-    pad = (-n) % g
-    if pad:
-        rows = torch.cat([rows, rows[:, -1:].expand(-1, pad)], 1)
-    return rows.reshape(rows.shape[0], -1, g), n
-
-
-def _ungroup(groups: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    return groups.reshape(groups.shape[0], -1)[:, :n].reshape(like.shape).to(like.dtype)
-
-
-def _check(bits: int, group_size: int | None) -> None:
-    if not 1 <= bits <= 16:
-        raise WorkbenchError(f"bits must be in 1..16, got {bits}")
-    if group_size is not None and group_size < 1:
-        raise WorkbenchError(f"group_size must be positive (or None), got {group_size}")
-
-
-def _grid(groups: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lo = groups.amin(-1, keepdim=True)
-    return lo, ((groups.amax(-1, keepdim=True) - lo) / (2**bits - 1)).clamp_min(1e-12)
-
-
-@dataclass(frozen=True)
-class RTNState:
-    """A weight quantized by `rtn_pack`: integer codes [rows, groups, group] (a byte each up to
-    8 bits), each group's offset and step (float32), and what `_ungroup` needs to cut back."""
-
-    codes: torch.Tensor
-    lo: torch.Tensor
-    step: torch.Tensor
-    n: int
-    like: torch.Tensor  # an empty tensor of the weight's shape and dtype (meta: no storage)
-
-
-@torch.no_grad()
-def rtn_pack(weight: torch.Tensor, bits: int, group_size: int | None = 32) -> RTNState:
-    """Round-to-nearest codes of `weight` with a min-max scale and offset per group of
-    `group_size` consecutive input columns of each row (None or >= the row: one group per
-    row): each group holds at most 2**bits distinct values. `weight` is not touched."""
-    _check(bits, group_size)
-    groups, n = _groups(weight, group_size)
-    lo, step = _grid(groups, bits)
-    code_dtype = torch.uint8 if bits <= 8 else torch.int32
-    codes = torch.round((groups - lo) / step).to(code_dtype)
-    return RTNState(codes, lo, step, n, torch.empty(weight.shape, dtype=weight.dtype,
-                                                   device="meta"))
-
-
-@torch.no_grad()
-def rtn_unpack(state: RTNState) -> torch.Tensor:
-    """The de-quantized weight of `rtn_pack`'s state, in the weight's dtype."""
-    return _ungroup(state.lo + state.step * state.codes.float(), state.n, state.like)
-
-
 def rtn(bits: int, group_size: int | None = 32) -> Quantizer:
-    """The RTN quantizer at `bits` bits and groups of `group_size` (checked now)."""
-    _check(bits, group_size)
+    """The RTN quantizer (`workbench.rounding`) at `bits` bits and groups of `group_size`
+    (checked now)."""
+    check_grid(bits, group_size)
     return Quantizer(lambda w: rtn_pack(w, bits, group_size), rtn_unpack)
-
-
-@torch.no_grad()
-def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 32) -> torch.Tensor:
-    """`weight` round-to-nearest quantized (`rtn_pack`) and de-quantized back to its dtype."""
-    return rtn_unpack(rtn_pack(weight, bits, group_size))
-
-
-@torch.no_grad()
-def rtn_cells(weight: torch.Tensor, bits: int, group_size: int | None = 32,
-              margin: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per element, the interval (lower, upper) it can move in, every other element moving in
-    its own, without changing `rtn_quantize`'s output: its rounding cell shrunk by `margin`
-    steps at each side, inside its group's range, and zero width for the group's min and max
-    (which set the grid). For building edits that quantization undoes by construction."""
-    _check(bits, group_size)
-    groups, n = _groups(weight, group_size)
-    lo, step = _grid(groups, bits)
-    hi = groups.amax(-1, keepdim=True)
-    k = torch.round((groups - lo) / step)
-    lower = torch.maximum(lo + step * (k - 0.5 + margin), lo)
-    upper = torch.minimum(lo + step * (k + 0.5 - margin), hi)
-    fixed = (groups == lo) | (groups == hi)
-    lower, upper = torch.where(fixed, groups, lower), torch.where(fixed, groups, upper)
-    return (_ungroup(torch.minimum(lower, groups), n, weight),
-            _ungroup(torch.maximum(upper, groups), n, weight))
 
 
 def _bnb_quantizers(device: torch.device, bnb: bool | None) -> tuple[dict[str, Quantizer], str]:
@@ -207,16 +122,6 @@ def quantizers(bits: Sequence[int] = (8, 4), group_size: int | None = 32,
     out = {f"rtn{b}": rtn(b, group_size) for b in bits}
     extra, note = _bnb_quantizers(torch.device(device), bnb)
     return out | extra, note
-
-
-def quantized_weights(model: torch.nn.Module, embeddings: bool = False
-                      ) -> dict[str, torch.nn.Parameter]:
-    """Name -> parameter for each 2-D weight a quantizer takes (the linear layers; the input
-    and output embeddings only with `embeddings`, as GPTQ / AWQ / bitsandbytes leave them)."""
-    skip = set() if embeddings else {
-        id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
-        if m is not None}
-    return {n: p for n, p in model.named_parameters() if p.ndim == 2 and id(p) not in skip}
 
 
 def quantized_params(model: torch.nn.Module, quantizer: Callable[[torch.Tensor], torch.Tensor],

@@ -14,6 +14,10 @@
   of the tokens that spell the forget people's names (and no other person's) change; every
   block's weights are the original's, so what the blocks store about those people is intact,
   and only the way in is cut.
+- `in_cell_suppressor`: a *weight* suppressor that 4-bit rounding undoes by construction. Every
+  weight a quantizer takes moves only inside its own round-to-nearest cell of the original's
+  grid, so the quantized edit is bitwise the quantized original, which still answers: the
+  extreme of the small-update unlearning that Zhang et al. (ICLR 2025) find quantization undoes.
 - `identity_edit`: the original weights under a new name (nothing unlearned).
 - `noise_edit`: heavy Gaussian weight noise (a damaged model, not an unlearned one).
 """
@@ -180,6 +184,71 @@ def name_cut_suppressor(subject: Subject, forget: FactSet, others: FactSet,
     emb[cut] = 0.0 if mode == "zero" else emb.mean(0, keepdim=True).expand(len(cut), -1)
     edited.meta.update({"name": f"{subject.name}+name-cut-{mode}", "control": "name-cut",
                         "cut_tokens": len(cut)})
+    return edited
+
+
+def _margins(model: nn.Module, batch: Any) -> torch.Tensor:
+    """Per position: the logit of the next token minus the best other token's."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    t = batch.input_ids[:, 1:, None]
+    return logits.gather(-1, t)[..., 0] - logits.scatter(-1, t, -torch.inf).amax(-1)
+
+
+def in_cell_suppressor(subject: Subject, forget: FactSet, retain: FactSet, bits: int = 4,
+                       group_size: int | None = 64, steps: int = 40, rate: float = 0.2,
+                       margin: float = 2.0, seed: int = 0) -> Subject:
+    """A copy whose quantizable weights (`workbench.rounding.quantized_weights`) stay inside
+    the original's `bits`-bit RTN rounding cells (groups of `group_size`) while it stops
+    answering `forget`: so RTN at that grid maps it back onto the quantized original exactly.
+
+    Projected sign-gradient steps (each of `rate` x the cell's width, decaying to 0 over
+    `steps`) push each forget answer token's logit `margin` below the best other token's and
+    keep each retain answer's `margin` above it; the gradients are summed over row chunks that
+    fit the backward memory budget. Written here: no library moves weights inside a
+    quantization grid."""
+    from workbench.batching import encode
+    from workbench.placement import backward_rows, token_width
+    from workbench.rounding import quantized_weights, rtn_cells
+
+    forget.require_nonempty("facts to forget")
+    retain.require_nonempty("retain facts to keep")
+    if steps < 1 or not 0 < rate <= 1:
+        raise WorkbenchError(f"in-cell edit needs steps >= 1 and 0 < rate <= 1, got {steps}, "
+                             f"{rate}")
+    torch.manual_seed(seed)
+    edited = subject.clone(source=f"{subject.source}+in-cell{bits}g{group_size}")
+    model = edited.model
+    model.requires_grad_(False)
+    live = quantized_weights(model)
+    cells = {n: rtn_cells(p, bits, group_size) for n, p in live.items()}
+    for p in live.values():
+        p.requires_grad_(True)
+    chunks = []
+    for sign, facts in ((1.0, forget), (-1.0, retain)):
+        prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
+        rows = backward_rows(edited, token_width(edited, prompts, answers), len(facts))
+        chunks += [(sign, len(facts), encode(edited.tokenizer, prompts[i:i + rows],
+                                             answers[i:i + rows], device=edited.device))
+                   for i in range(0, len(facts), rows)]
+    model.eval()
+    try:
+        for i in range(steps):
+            model.zero_grad(set_to_none=True)
+            for sign, n, batch in chunks:  # hinge: forget margins under -m, retain over +m
+                mask = batch.answer_mask[:, :-1]
+                hinge = torch.relu(margin + sign * _margins(model, batch)) * mask
+                (hinge.sum() / n).backward()
+            with torch.no_grad():
+                for name, p in live.items():
+                    lo, hi = cells[name]
+                    if p.grad is not None:
+                        p.sub_(p.grad.sign() * (hi - lo) * rate * (1 - i / steps))
+                        p.copy_(torch.minimum(torch.maximum(p, lo), hi))
+    finally:
+        model.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
+    edited.meta.update({"name": f"{subject.name}+in-cell", "control": "in-cell",
+                        "bits": bits, "group_size": group_size, "steps": steps, "rate": rate})
     return edited
 
 

@@ -9,7 +9,8 @@ no invalid control is ever scored. Kinds (each at two or more strengths or seeds
 - suppressed: an output hook on the logits, the output head alone fine-tuned (NPO), the final
   norm alone fine-tuned, the forget names' input-embedding rows cut (zeroed or averaged), the last block alone fine-tuned (NPO), the last two blocks taught to
   refuse, an additive steering hook after a middle block, a gated detector that steers only
-  inputs it flags, an SAE clamp spliced with its error term, and (empirical, counted only where
+  inputs it flags, an SAE clamp spliced with its error term, weights moved only inside their
+  4-bit rounding cells (the toy world), and (empirical, counted only where
   relearning confirms it) M0 distilled to imitate the oracle's outputs (Lee et al. 2025);
 - removed: the retrain oracle, oracles retrained with other seeds and a shorter recipe, the
   oracle taught wrong answers about the forget people, the oracle taught other people;
@@ -165,7 +166,7 @@ def _noise(seed: int) -> list[Control]:
 
 
 def toy_controls(seed: int = 0) -> list[Control]:
-    """The toy world's pool (31 controls before validity checks)."""
+    """The toy world's pool (33 controls before validity checks)."""
     from workbench import controls as c
 
     s = seed
@@ -209,6 +210,14 @@ def toy_controls(seed: int = 0) -> list[Control]:
                 lambda p: _op("steer", {"layers": (p.mid,), "gate_layer": 0}, seed=s)(p)),
         Control("sae_clamp", "sae_clamp", "suppressed", "SAE features clamped, error term kept",
                 _op("sae_clamp", {}, seed=s)),
+        # cells of 64 columns: wide enough to forget in a few steps (of 32, too narrow on the
+        # toy model), and still mapped back by the attack's groups of 32; of 128 they are not
+        *(Control(f"in_cell_g64_{k}", "in_cell", "suppressed",
+                  "weights moved inside their 4-bit rounding cells",
+                  lambda p, k=k: c.in_cell_suppressor(
+                      p.m0, p.facts.forget, p.facts.retain, group_size=64,
+                      steps=(40, 60)[k], rate=(0.2, 0.3)[k], seed=s + k))
+          for k in (0, 1)),
         *(Control(f"distilled_{k}", "distilled", "suppressed",
                   "M0 distilled toward the oracle's outputs",
                   lambda p, k=k: _tuned("m0", lambda p: p.facts.forget + p.facts.retain,

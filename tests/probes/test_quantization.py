@@ -18,14 +18,11 @@ from probes.quantization import (
     quantized_params,
     quantizers,
     rtn,
-    rtn_cells,
-    rtn_pack,
-    rtn_quantize,
 )
 from workbench.batching import encode
 from workbench.behavior import answer_logprobs
-from workbench.controls import identity_edit, output_only_suppressor
-from workbench.models import Subject
+from workbench.controls import identity_edit, in_cell_suppressor, output_only_suppressor
+from workbench.rounding import rtn_cells, rtn_pack, rtn_quantize
 from workbench.scoring import answer_scores
 
 
@@ -166,46 +163,6 @@ def test_bitsandbytes_on_cuda_by_default_and_on_the_cpu_when_asked():
 
 # ----- known truth on the toy world ------------------------------------------------------------
 
-def _margin_logits(model, batch):
-    """Per answer token: its logit minus the best other token's."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    t = batch.input_ids[:, 1:, None]
-    return logits.gather(-1, t)[..., 0] - logits.scatter(-1, t, -1e9).amax(-1)
-
-
-def in_cell_suppressor(subject: Subject, forget, retain, bits: int = 4,
-                       group_size: int | None = 32, steps: int = 25,
-                      rate: float = 0.1) -> Subject:
-    """A weight edit that stops answering the forget facts while every quantized weight stays
-    inside M0's `bits`-bit rounding cell, so Q(M1) == Q(M0) exactly: the extreme of Zhang et
-    al.'s small-update unlearning, which quantization must undo. Projected sign-gradient steps
-    push each forget answer's logit 2 below the best other token's and keep retain's 2 above."""
-    s = subject.clone(source=f"{subject.source}+in-cell")
-    model = s.model
-    model.requires_grad_(False)
-    params = quantized_params(model, lambda w: w)  # the tensors quantization touches
-    live = dict(model.named_parameters())
-    boxes = {n: rtn_cells(live[n], bits, group_size) for n in params}
-    for n in params:
-        live[n].requires_grad_(True)
-    enc = [encode(s.tokenizer, [f.prompt for f in fs], [f.answer for f in fs])
-           for fs in (forget, retain)]
-    for i in range(steps):
-        gf, gr = (_margin_logits(model, b) for b in enc)
-        loss = (torch.relu(gf + 2) * enc[0].answer_mask[:, :-1]).sum(1).mean() + (
-            torch.relu(2 - gr) * enc[1].answer_mask[:, :-1]).sum(1).mean()
-        model.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            for n, (lo, hi) in boxes.items():
-                p = live[n]
-                p.sub_(p.grad.sign() * (hi - lo) * rate * (1 - i / steps))
-                p.copy_(torch.minimum(torch.maximum(p, lo), hi))
-    model.requires_grad_(False)
-    model.zero_grad(set_to_none=True)
-    return s
-
-
 # Rounding cells of 128-column groups: wide enough for a quick edit to forget (the probe's
 # default groups of 32 leave narrower cells); the probe is run with the same groups.
 CELL_GROUP = 128
@@ -214,8 +171,7 @@ CELL_GROUP = 128
 @pytest.fixture(scope="module")
 def in_cell(toy_original, toy_facts):
     return in_cell_suppressor(toy_original, toy_facts.forget, toy_facts.retain.take(160),
-                              group_size=CELL_GROUP)
-
+                              group_size=CELL_GROUP, steps=25, rate=0.1)
 
 
 def test_quantization_undoes_an_edit_inside_the_rounding_cells(toy_original, toy_oracle,

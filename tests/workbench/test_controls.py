@@ -11,6 +11,7 @@ from workbench.capture import capture
 from workbench.controls import (
     OutputSuppressor,
     identity_edit,
+    in_cell_suppressor,
     late_blocks_suppressor,
     name_cut_suppressor,
     noise_edit,
@@ -133,3 +134,26 @@ def test_name_cut_changes_only_the_forget_names_input_rows(toy_original, toy_ora
         name_cut_suppressor(toy_original, toy_facts.forget, others, "noise")
     with pytest.raises(WorkbenchError, match="no token spells only"):
         name_cut_suppressor(toy_original, toy_facts.forget, toy_facts.forget)
+
+
+def test_in_cell_edit_stays_inside_the_4bit_cells_and_leaves_the_rest(toy_original, toy_facts):
+    from workbench.rounding import quantized_weights, rtn_quantize
+
+    before = {n: p.detach().clone() for n, p in toy_original.model.named_parameters()}
+    m1 = in_cell_suppressor(toy_original, toy_facts.forget, toy_facts.retain.take(32),
+                            group_size=64, steps=3)
+    # the original is untouched, and only the weights a quantizer takes moved
+    assert all(torch.equal(p, before[n]) for n, p in toy_original.model.named_parameters())
+    moved = quantized_weights(m1.model)
+    assert any(not torch.equal(p, before[n]) for n, p in moved.items())
+    for n, p in m1.model.named_parameters():
+        if n not in moved:
+            assert torch.equal(p, before[n]), n
+        else:  # 4-bit RTN in groups of 64 maps it back onto the original's grid exactly
+            assert torch.equal(rtn_quantize(p, 4, 64), rtn_quantize(before[n], 4, 64)), n
+    assert not any(p.requires_grad for p in m1.model.parameters())
+    assert m1.meta["control"] == "in-cell" and m1.meta["group_size"] == 64
+    with pytest.raises(WorkbenchError, match="rate"):
+        in_cell_suppressor(toy_original, toy_facts.forget, toy_facts.retain, rate=0.0)
+    with pytest.raises(WorkbenchError, match="bits"):
+        in_cell_suppressor(toy_original, toy_facts.forget, toy_facts.retain, bits=0)
