@@ -50,6 +50,45 @@ def build(
     out.print(f"written to {out_dir}")
 
 
+@controls_app.command("robustness")
+@handles_errors
+def robustness_build(
+    pool: Annotated[Path, typer.Option("--pool", help="a built pool directory")],
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="perturb only this control (repeatable; the oracle always)")] = None,
+    module: Annotated[list[str] | None, typer.Option(
+        "--module", help="analysis module to score with (repeatable; default: the pool's)")
+    ] = None,
+    device: Device = None,
+) -> None:
+    """Perturb a pool's removed and suppressed controls (4-bit quantization, one epoch of
+    relearning), score them, and write their findings into the pool for `meta-eval`."""
+    from probes.robustness import build_robustness
+
+    keep = [*only, "oracle"] if only else ()
+    where = build_robustness(pool, modules=module or None, only=keep, progress=True,
+                             device=device)
+    out.print(f"written to {where}")
+
+
+def robustness_table(rob: dict) -> Table:
+    """Robustness per figure: each perturbation's mean ratio and their harmonic mean."""
+    from probes.robustness import PERTURBATIONS
+
+    def num(v: float) -> str:
+        return "-" if v != v else f"{v:.3f}"
+
+    t = Table(title="robustness: the edit's shift against the oracle's (1 = no more than it); "
+                    "read / unread edits per perturbation")
+    for col in ("figure", *PERTURBATIONS, "robustness", "read", "unread"):
+        t.add_column(col)
+    for name, r in rob.items():
+        t.add_row(name, *(num(r[k]) for k in (*PERTURBATIONS, "robustness")),
+                  " / ".join(str(r[f"n_{k}"]) for k in PERTURBATIONS),
+                  " / ".join(str(r[f"unread_{k}"]) for k in PERTURBATIONS))
+    return t
+
+
 def confusion_table(ev: dict, title: str) -> Table:
     """An evaluation's confusion matrix (rows: truth, columns: verdict) with its headline."""
     from probes.verdict import VERDICTS
@@ -95,13 +134,17 @@ def meta_eval(
         help="calibration file (default: the shipped one)")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="write the report as JSON")] = None,
 ) -> None:
-    """Judge the verdict and every module on pools: confusion matrix, accuracy, faithfulness."""
+    """Judge the verdict and every module on pools: confusion matrix, accuracy, faithfulness,
+    and robustness where the pools hold perturbed findings."""
     from probes.calibrate import evaluate, faithfulness
+    from probes.robustness import robustness
     from probes.verdict import Calibration
 
     cal = Calibration.load(calibration)
     entries = _entries(pool)
     ev, faith = evaluate(entries, cal), faithfulness(entries, cal)
+    perturbed = [p for p in pool if (p / "robustness").is_dir()]
+    rob = robustness(perturbed, cal) if perturbed else {}
     out.print(confusion_table(ev, f"verdicts ({cal.version})"))
     f = Table(title="faithfulness: AUC removers vs suppressors")
     for col in ("module", "n", "reading AUC", "figure", "figure AUC"):
@@ -110,10 +153,16 @@ def meta_eval(
         f.add_row(name, str(r["n"]), f"{r['reading_auc']:.3f}", r["figure"],
                   f"{r['figure_auc']:.3f}")
     out.print(f)
+    if rob:
+        out.print(robustness_table(rob))
+    else:
+        out.print("robustness: no pool has perturbed findings (`workbench controls robustness "
+                  "--pool DIR` makes them)")
     wrong = [r for r in ev["rows"] if not r["right"]]
     for r in wrong:
         out.print(f"wrong: {r['control']} ({r['world']}) is {r['truth']}, read {r['verdict']} "
                   f"(score {r['removal_score']:.2f})")
     if out_file is not None:
-        write_text(out_file, json.dumps({"evaluation": ev, "faithfulness": faith}, indent=1))
+        write_text(out_file, json.dumps({"evaluation": ev, "faithfulness": faith,
+                                          "robustness": rob}, indent=1))
         out.print(f"written to {out_file}")

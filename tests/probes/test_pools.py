@@ -116,3 +116,47 @@ def test_held_out_seed_pool_meets_the_targets(tmp_path):
     assert ev["n"] >= 8
     assert ev["accuracy"] == 1.0, [r for r in ev["rows"] if not r["right"]]
     assert ev["removal_auc"] >= 0.99
+
+
+def test_robustness_ratio_compares_the_edit_shift_with_the_oracle_shift():
+    from probes.robustness import TOLERANCE, ratio
+
+    assert ratio(0.3, 0.3) == 1.0 and ratio(0.0, 0.5) == 1.0  # no more than the oracle
+    assert ratio(-0.3, 0.3) == ratio(0.3, 0.3)  # symmetric: a fall counts as a rise
+    assert ratio(0.5, 0.0) == pytest.approx(TOLERANCE / (0.5 + TOLERANCE))
+    assert ratio(0.8, 0.1) < ratio(0.4, 0.1) < 1.0
+
+
+def test_robustness_catches_a_figure_that_quantization_moves(toyworld, tmp_path, monkeypatch):
+    """Known truth: the in-cell control's answers come back under 4-bit rounding (by
+    construction), the oracle's do not, so forget accuracy, which read the edit as gone, is not
+    robust to quantization; findings are written into the pool and a rerun resumes."""
+    from probes import robustness as rob
+
+    only = ["oracle", "in_cell_g64_0"]
+    modules = ["behavior_pressure", "activation_patching"]
+    build_pool(toyworld, tmp_path, only=only, modules=modules, progress=False)
+    with pytest.raises(WorkbenchError, match="controls robustness"):
+        rob.robustness([tmp_path], Calibration.load())
+    rob.build_robustness(tmp_path, progress=False)
+    for name in only:
+        for kind in rob.PERTURBATIONS:
+            found = tmp_path / "robustness" / name / kind / "findings"
+            assert sorted(p.stem for p in found.glob("*.json")) == sorted(modules)
+    table = rob.robustness([tmp_path], Calibration.load(), names=modules)
+    assert set(table) == {*modules, "forget_accuracy", "removal_score"}
+    for row in table.values():
+        for k in rob.PERTURBATIONS:
+            assert row[f"n_{k}"] + row[f"unread_{k}"] == 1
+    for name in ("forget_accuracy", "removal_score"):  # always read
+        assert all(0.0 <= table[name][k] <= 1.0 for k in (*rob.PERTURBATIONS, "robustness"))
+    assert table["forget_accuracy"]["quantization"] < 0.2
+    assert table["forget_accuracy"]["robustness"] < 0.35
+
+    def no_battery(*_a, **_k):
+        raise AssertionError("a resumed build must not score again")
+
+    monkeypatch.setattr(rob, "run_battery", no_battery)
+    rob.build_robustness(tmp_path, progress=False)
+    with pytest.raises(WorkbenchError, match="perturbation"):
+        rob.perturbed(None, "pruning", None)
