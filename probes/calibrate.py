@@ -1,12 +1,13 @@
 """Fit the verdict's calibration on known-truth pools, and judge a calibration on held-out pools.
 
 `fit` reads scored pools (`probes.pools.load_pool`): the behaviour cuts sit halfway between the
-classes they separate, and the evidence model is an L2 logistic regression (scikit-learn) of
-removed against suppressed on the modules' readings, whose decision boundary is then moved to sit
-halfway between the two classes' evidence too (the intercept), so that a removal score of 0.5
-is the middle of the gap the pool leaves, not wherever the regularised fit put it. `evaluate` applies a calibration to pools
-it never saw: the confusion matrix, verdict accuracy, and the ROC AUC of `removal_score` between
-removers and suppressors. `faithfulness` is the meta-evaluation's per-module AUC.
+classes they separate, so does each decisive attack's recovery cut (`probes.verdict.DECISIVE`),
+and the evidence model is an L2 logistic regression (scikit-learn) of removed against
+suppressed on the modules' readings, whose decision boundary is then moved to sit halfway
+between the two classes' evidence too (the intercept), so that a removal score of 0.5 is the
+middle of the gap the pool leaves, not wherever the regularised fit put it. `evaluate` applies a
+calibration to pools it never saw: the confusion matrix, verdict accuracy, and the ROC AUC of
+`removal_score` between removers and suppressors. `faithfulness` is the meta-evaluation's per-module AUC.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from typing import Any
 import numpy as np
 
 from probes.pools import PoolEntry
-from probes.verdict import VERDICTS, Calibration, behaviour_figures, decide, features, headline
+from probes.verdict import (
+    DECISIVE,
+    VERDICTS,
+    Calibration,
+    behaviour_figures,
+    decide,
+    features,
+    headline,
+    recovery_excess,
+)
 from workbench.errors import WorkbenchError
 
 C = 1.0  # L2 strength of the evidence model: readings are in {-1, 0, 1}, so weights stay O(1)
@@ -66,6 +76,22 @@ def _boundary(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return -float(sup.max() + rem.min()) / 2
 
 
+def _decisive_cuts(pair: Sequence[PoolEntry]) -> dict[str, float]:
+    """Per `DECISIVE` attack: halfway between the most any remover recovered beyond the floor
+    and the least any suppressor it caught (read a suppression signature) did. None for an
+    attack that caught no suppressor of the pools (nothing to fit it on), or whose removers
+    and suppressors overlap (then it is only a vote)."""
+    cuts = {}
+    for name in DECISIVE:
+        ex = {t: [x for e in pair if e.truth == t and name in e.findings
+                  and (t == "removed" or e.findings[name].reading == "suppression-signature")
+                  and np.isfinite(x := recovery_excess(e.findings[name]))]
+              for t in ("removed", "suppressed")}
+        if ex["removed"] and ex["suppressed"] and max(ex["removed"]) < min(ex["suppressed"]):
+            cuts[name] = round((max(ex["removed"]) + min(ex["suppressed"])) / 2, 6)
+    return cuts
+
+
 def fit(entries: Sequence[PoolEntry], version: str | None = None,
         modules: Sequence[str] | None = None) -> Calibration:
     """A calibration fitted on `entries` (every truth must be represented)."""
@@ -92,7 +118,7 @@ def fit(entries: Sequence[PoolEntry], version: str | None = None,
         version=version or f"1+{'+'.join(worlds)}+{stamp}", features=names,
         weights=tuple(round(float(w), 6) for w in weights),
         intercept=round(float(intercept), 6), not_unlearned_below=round(drop_cut, 6),
-        damaged_below=round(kept_cut, 6),
+        damaged_below=round(kept_cut, 6), decisive=_decisive_cuts(pair),
         fitted_on={"pools": worlds, "n_controls": len(entries),
                    "by_truth": {t: sum(e.truth == t for e in entries) for t in VERDICTS},
                    "controls": [e.name for e in entries], "date": stamp,

@@ -25,6 +25,11 @@ from workbench.errors import WorkbenchError
 from workbench.inputs import read_json
 
 VERDICTS = ("removed", "suppressed", "not_unlearned", "damaged")
+# Attacks whose success is proof, not a vote: quantizing M1 uses nothing but M1's own weights (no
+# data, no hint of the answers), so forgotten answers that rounding brings back, beyond what it
+# brings back into the oracle, were still in those weights. Past its fitted cut such a recovery
+# caps the removal score under 0.5, whatever the other modules read.
+DECISIVE = ("quantization",)
 READING_VALUE = {"suppression-signature": 1.0, "removal-consistent": -1.0, "inconclusive": 0.0}
 SHIPPED = "calibration.json"
 
@@ -42,6 +47,9 @@ class Calibration:
     # confidence scale without an oracle: a stated prior until pools are scored without one
     no_oracle_factor: float = 0.5
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    # module -> the recovery over its floor past which its suppression signature decides
+    # (`DECISIVE`); fitted halfway between the pools' removers and its suppressors
+    decisive: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +60,8 @@ class Calibration:
             cal = cls(str(doc["version"]), tuple(doc["features"]),
                       tuple(float(w) for w in doc["weights"]), float(doc["intercept"]),
                       float(doc["not_unlearned_below"]), float(doc["damaged_below"]),
-                      float(doc.get("no_oracle_factor", 0.5)), dict(doc.get("fitted_on", {})))
+                      float(doc.get("no_oracle_factor", 0.5)), dict(doc.get("fitted_on", {})),
+                      {str(k): float(v) for k, v in doc.get("decisive", {}).items()})
         except (KeyError, TypeError, ValueError) as e:
             raise WorkbenchError(f"{where}: not a calibration file ({e})") from None
         if len(cal.features) != len(cal.weights):
@@ -219,6 +228,7 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
     def margin(value: float, cut: float) -> float:
         return min(1.0, abs(value - cut) / max(cut, 1 - cut, 1e-6) * 2)
 
+    proof = None
     if drop < cal.not_unlearned_below:
         verdict, conf = "not_unlearned", margin(drop, cal.not_unlearned_below)
         summary = (f"M1 still answers the forget facts ({beh['forget_acc_M0']:.0%} -> "
@@ -231,15 +241,52 @@ def decide(findings: dict[str, Finding] | list[Finding], calibration: Calibratio
                    f"{cal.damaged_below:.0%}): damaged, not selectively unlearned")
         change = f"retain accuracy above {cal.damaged_below:.0%} of M0's"
     else:
+        proof = decisive_excess(findings, cal)
+        if proof:
+            name, excess = proof
+            score = min(score, _capped(excess, cal.decisive[name]))
         verdict = "removed" if score >= 0.5 else "suppressed"
         conf = abs(2 * score - 1) * coverage * (cal.no_oracle_factor if no_oracle else 1.0)
         lead = [e for e in evidence if (e.push > 0) == (verdict == "removed") and e.push][:3]
         why = "; ".join(f"{e.finding} {e.reading}" for e in lead) or "no module decided it"
+        if proof:
+            why = (f"{proof[0]} brought back {proof[1]:.0%} of the forgotten answers beyond "
+                   f"its floor, past the cut of {cal.decisive[proof[0]]:.0%}: decisive")
         summary = (f"{verdict}: removal score {score:.2f} from {len(evidence)} findings "
                    f"({why})")
-        change = _turning_point(cal, x, w, [n in findings for n in cal.features], verdict)
+        change = (f"{proof[0]} recovering under {cal.decisive[proof[0]]:.0%} beyond its floor"
+                  if proof else
+                  _turning_point(cal, x, w, [n in findings for n in cal.features], verdict))
+    decided = {proof[0]} if proof else set()
     return Verdict(verdict, score, round(conf, 4), summary, tuple(evidence), tuple(unavailable),
-                   beh, cal.version, change, _unweighed(evidence, verdict))
+                   beh, cal.version, change,
+                   _unweighed([e for e in evidence if e.finding not in decided], verdict))
+
+
+def decisive_excess(findings: dict[str, Finding], cal: Calibration) -> tuple[str, float] | None:
+    """The decisive module (`DECISIVE`) whose suppression signature recovered most beyond its
+    floor (none given: 0), with that excess, when it is past the calibration's cut."""
+    best = None
+    for name, cut in cal.decisive.items():
+        f = findings.get(name)
+        if f is None or f.reading != "suppression-signature":
+            continue
+        excess = recovery_excess(f)
+        if math.isfinite(excess) and excess >= cut and (best is None or excess > best[1]):
+            best = (name, excess)
+    return best
+
+
+def recovery_excess(f: Finding) -> float:
+    """An attack's best recovery less its floor (the oracle's recovery; 0 without one)."""
+    rec, floor = f.scores.get("recovery", math.nan), f.scores.get("floor", math.nan)
+    return rec - (floor if math.isfinite(floor) else 0.0)
+
+
+def _capped(excess: float, cut: float) -> float:
+    """The removal score a decisive recovery allows: 0.5 at the cut, falling linearly to 0 at
+    a full recovery (just under 0.5 at the cut itself, so the verdict turns there)."""
+    return max(0.0, min(0.4999, 0.5 * (1 - excess) / max(1 - cut, 1e-6)))
 
 
 def _unweighed(evidence: list[Evidence], verdict: str) -> tuple[str, ...]:

@@ -149,3 +149,58 @@ def test_fit_puts_the_boundary_halfway_between_the_classes():
 
 def test_auc_counts_ties_half():
     assert auc([1, 2], [0]) == 1.0 and auc([0], [1]) == 0.0 and auc([1], [1]) == 0.5
+
+
+def _with_quantization(findings, reading: str, recovery: float, floor: float = 0.03):
+    return findings | {"quantization": Finding("quantization", reading, "q",
+                                               {"recovery": recovery, "floor": floor})}
+
+
+def test_a_decisive_recovery_turns_removed_into_suppressed_and_says_why():
+    """Quantization brought most forgotten answers back (beyond the oracle's floor) while every
+    weighted module reads removal: past the calibration's cut that decides it, with the score
+    under 0.5 and falling as more comes back; under the cut it is one more (unweighed) reading."""
+    cal = _cal(features=(*MODULES, "quantization"), weights=(-2.0, -3.0, -0.5, 0.0),
+               decisive={"quantization": 0.4})
+    rem = _findings({n: "removal-consistent" for n in MODULES})
+    base = decide(rem, cal)
+    assert base.verdict == "removed"
+    v = decide(_with_quantization(rem, "suppression-signature", 0.79), cal)
+    assert v.verdict == "suppressed" and v.removal_score < 0.5
+    assert "quantization brought back 76%" in v.summary and "decisive" in v.summary
+    assert v.would_change.startswith("quantization recovering under 40%")
+    assert v.unweighed == ()  # it decided: not listed as uncounted
+    more = decide(_with_quantization(rem, "suppression-signature", 0.95), cal)
+    assert more.removal_score < v.removal_score
+    under = decide(_with_quantization(rem, "suppression-signature", 0.35), cal)
+    assert under.verdict == "removed" and under.removal_score == base.removal_score
+    assert any(u.startswith("quantization reads suppression") for u in under.unweighed)
+    # a removal-consistent reading is never decisive, nor is any module without a cut
+    assert decide(_with_quantization(rem, "removal-consistent", 0.79), cal).verdict == "removed"
+    assert decide(_with_quantization(rem, "suppression-signature", 0.79), _cal()).verdict \
+        == "removed"
+    assert Verdict.from_json(json.loads(json.dumps(v.to_json()))) == v
+    assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_the_decisive_cut_is_fitted_halfway_between_removers_and_caught_suppressors():
+    sup = {n: "suppression-signature" for n in MODULES}
+    rem = {n: "removal-consistent" for n in MODULES}
+
+    def entry(name, truth, readings, q_reading, recovery):
+        e = _entry(name, truth, readings)
+        return PoolEntry(name, name, truth, _with_quantization(e.findings, q_reading, recovery,
+                                                               0.0), {}, "synthetic")
+
+    pool = [entry("s0", "suppressed", sup, "suppression-signature", 0.9),
+            entry("s1", "suppressed", sup, "suppression-signature", 0.7),
+            entry("s2", "suppressed", sup, "removal-consistent", 0.0),  # not caught: no say
+            entry("r0", "removed", rem, "removal-consistent", 0.1),
+            entry("r1", "removed", rem, "removal-consistent", 0.02),
+            _entry("id", "not_unlearned", sup, forget1=1.0),
+            _entry("noise", "damaged", rem, retain1=0.1)]
+    assert fit(pool, "t").decisive == {"quantization": pytest.approx(0.4)}
+    # no suppressor caught, or removers recovering as much: no cut (a vote, not a proof)
+    assert fit(pool[2:], "t").decisive == {}
+    overlap = [*pool, entry("r2", "removed", rem, "removal-consistent", 0.8)]
+    assert fit(overlap, "t").decisive == {}
