@@ -57,7 +57,8 @@ def build_pool(world: World, out: str | Path, controls: Sequence[Control] | None
     """Build, validate and score every control of `world` into `out`; return `pool.json`.
 
     `seed` seeds the controls and the battery; a control already in `out` is reused when it was
-    built with the same seed and scored with the same modules."""
+    built with the same seed and scored with the same modules; one scored with other modules is
+    rebuilt and scored with the new ones only, its findings of the rest kept."""
     from rich.progress import Progress
 
     out = Path(out)
@@ -95,11 +96,17 @@ def build_pool(world: World, out: str | Path, controls: Sequence[Control] | None
 def _score(control: Control, inputs: PoolInputs, ref: dict, modules: list[str], where: Path,
            progress: bool) -> dict[str, Any]:
     done = where / "control.json"
+    findings: dict[str, Finding] = {}
     if done.exists():
         row = read_json(done)
         if row.get("seed", 0) == inputs.seed and (row.get("modules") == modules
                                                   or row["status"] == "dropped"):
             return row
+        if row.get("seed", 0) == inputs.seed and row["status"] == "valid":
+            # scored before with other modules: keep those findings, score only what is new
+            fdir = where / "findings"
+            findings = {p.stem: Finding.from_json(read_json(p))
+                        for p in sorted(fdir.glob("*.json")) if p.stem in modules}
     t0 = time.perf_counter()
     try:
         m1 = control.build(inputs)
@@ -117,11 +124,10 @@ def _score(control: Control, inputs: PoolInputs, ref: dict, modules: list[str], 
            "accuracy": acc,
            "build_seconds": round(t_build, 2), "modules": modules}
     reason = check_validity(control.truth, acc, ref["M0"], ref["oracle"])
-    findings: dict[str, Finding] = {}
     if reason is None:
         t1 = time.perf_counter()
         for f in run_battery(inputs.m0, m1, inputs.facts, inputs.oracle, modules,
-                             seed=inputs.seed, progress=False):
+                             seed=inputs.seed, progress=False, cached=findings):
             findings[f.name] = f
         row["battery_seconds"] = round(time.perf_counter() - t1, 2)
         reason = _confirmed(control, findings)

@@ -160,3 +160,27 @@ def test_robustness_catches_a_figure_that_quantization_moves(toyworld, tmp_path,
     rob.build_robustness(tmp_path, progress=False)
     with pytest.raises(WorkbenchError, match="perturbation"):
         rob.perturbed(None, "pruning", None)
+
+
+def test_a_pool_scored_again_with_more_modules_keeps_what_it_has(toyworld, tmp_path,
+                                                                 monkeypatch):
+    import probes.pools as pools
+
+    build_pool(toyworld, tmp_path, only=["output_hook_100"], modules=["behavior_pressure"],
+               progress=False)
+    kept = (tmp_path / "output_hook_100" / "findings" / "behavior_pressure.json").read_text()
+    ran = []
+    real = pools.run_battery
+
+    def spy(*args, cached=None, **kw):
+        out = real(*args, cached=cached, **kw)
+        ran.extend(f.name for f in out if f.name not in (cached or {}))
+        return out
+
+    monkeypatch.setattr(pools, "run_battery", spy)
+    doc = build_pool(toyworld, tmp_path, only=["output_hook_100"],
+                     modules=["behavior_pressure", "logit_lens"], progress=False)
+    assert ran == ["logit_lens"] and doc["controls"][0]["status"] == "valid"
+    fdir = tmp_path / "output_hook_100" / "findings"
+    assert sorted(p.stem for p in fdir.glob("*.json")) == ["behavior_pressure", "logit_lens"]
+    assert (fdir / "behavior_pressure.json").read_text() == kept
