@@ -3,11 +3,13 @@
 `fit` reads scored pools (`probes.pools.load_pool`): the behaviour cuts sit halfway between the
 classes they separate, so does each decisive attack's recovery cut (`probes.verdict.DECISIVE`),
 and the evidence model is an L2 logistic regression (scikit-learn) of removed against
-suppressed on the modules' readings, whose decision boundary is then moved to sit halfway
-between the two classes' evidence too (the intercept), so that a removal score of 0.5 is the
-middle of the gap the pool leaves, not wherever the regularised fit put it. `evaluate` applies a
+suppressed on the modules' readings (its L2 strength chosen by leave-one-out on the same pool),
+whose decision boundary is then moved to sit halfway between the two classes' evidence too (the
+intercept), so that a removal score of 0.5 is the middle of the gap the pool leaves, not
+wherever the regularised fit put it. `evaluate` applies a
 calibration to pools it never saw: the confusion matrix, verdict accuracy, and the ROC AUC of
-`removal_score` between removers and suppressors. `faithfulness` is the meta-evaluation's per-module AUC.
+`removal_score` between removers and suppressors. `faithfulness` is the meta-evaluation's
+per-module AUC.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from probes.verdict import (
 )
 from workbench.errors import WorkbenchError
 
-C = 1.0  # L2 strength of the evidence model: readings are in {-1, 0, 1}, so weights stay O(1)
+# Inverse L2 strengths tried for the evidence model; `fit` keeps the one with the fewest
+# leave-one-out errors on its own pool (ties: the strongest regularisation). Readings are in
+# {-1, 0, 1}, so the weights stay O(1) to O(10).
+C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 
 
 def _cut(below: Sequence[float], above: Sequence[float], what: str) -> float:
@@ -44,7 +49,7 @@ def _cut(below: Sequence[float], above: Sequence[float], what: str) -> float:
     return (lo + hi) / 2
 
 
-def _signed_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _signed_fit(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> np.ndarray:
     """Logistic-regression weights where a suppression reading can only lower the removal score.
 
     No intercept here: the weights say how much each reading counts, and `_boundary` places the
@@ -57,7 +62,7 @@ def _signed_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     keep = np.ones(x.shape[1], dtype=bool)
     w = np.zeros(x.shape[1])
     while keep.any():
-        lr = LogisticRegression(C=C, fit_intercept=False, max_iter=1000).fit(x[:, keep], y)
+        lr = LogisticRegression(C=c, fit_intercept=False, max_iter=1000).fit(x[:, keep], y)
         w = np.zeros(x.shape[1])
         w[keep] = lr.coef_[0]
         if (w <= 0).all():
@@ -92,6 +97,25 @@ def _decisive_cuts(pair: Sequence[PoolEntry]) -> dict[str, float]:
     return cuts
 
 
+def _loo_errors(x: np.ndarray, y: np.ndarray, c: float) -> int:
+    """Removers and suppressors the evidence model misreads when each is left out of its fit."""
+    wrong = 0
+    for i in range(len(y)):
+        rest = np.arange(len(y)) != i
+        if len(set(y[rest])) < 2:
+            continue
+        w = _signed_fit(x[rest], y[rest], c)
+        wrong += int((float(x[i] @ w) + _boundary(x[rest], y[rest], w) >= 0) != bool(y[i]))
+    return wrong
+
+
+def _choose_c(x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, int]]:
+    """The L2 strength with the fewest leave-one-out errors (ties: the smallest C)."""
+    errors = {c: _loo_errors(x, y, c) for c in C_GRID}
+    best = min(C_GRID, key=lambda c: (errors[c], c))
+    return best, {f"{c:g}": n for c, n in errors.items()}
+
+
 def fit(entries: Sequence[PoolEntry], version: str | None = None,
         modules: Sequence[str] | None = None) -> Calibration:
     """A calibration fitted on `entries` (every truth must be represented)."""
@@ -110,7 +134,8 @@ def fit(entries: Sequence[PoolEntry], version: str | None = None,
     pair = [e for e in entries if e.truth in ("removed", "suppressed")]
     x = np.stack([features(e.findings, names) for e in pair])
     y = np.array([e.truth == "removed" for e in pair], dtype=int)
-    weights = _signed_fit(x, y)
+    c, loo = _choose_c(x, y)
+    weights = _signed_fit(x, y, c)
     intercept = _boundary(x, y, weights)
     worlds = sorted({e.world for e in entries})
     stamp = dt.date.today().isoformat()
@@ -122,6 +147,7 @@ def fit(entries: Sequence[PoolEntry], version: str | None = None,
         fitted_on={"pools": worlds, "n_controls": len(entries),
                    "by_truth": {t: sum(e.truth == t for e in entries) for t in VERDICTS},
                    "controls": [e.name for e in entries], "date": stamp,
+                   "C": c, "loo_errors_by_C": loo,
                    "no_oracle_factor": "a stated prior: no pool was scored without its oracle"})
 
 
