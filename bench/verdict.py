@@ -6,6 +6,7 @@ accuracy, removal-score AUC and every module's faithfulness (the meta-evaluation
     python bench/verdict.py --seeds 0 1 2 3 --fit-on 0 --pools runs/pools
     python bench/verdict.py --people                     # + the real-model world, held out
     python bench/verdict.py --seeds --fit-on --people    # the shipped calibration, people only
+    python bench/verdict.py --robustness                 # + robustness on the held-out pools
 
 With `--people`, the real-model world's pool (SmolLM2 taught fictitious people,
 `workbench.pools.people_controls`) is built into `--pools/people<seed>` and judged as one more
@@ -37,6 +38,9 @@ def main() -> None:
     ap.add_argument("--people-modules", nargs="+", default=None,
                     help="modules to score the people pool with (default: the fitted "
                          "calibration's non-zero-weight features)")
+    ap.add_argument("--robustness", action="store_true",
+                    help="also perturb the held-out toy pools' removed and suppressed controls "
+                         "(4-bit, one epoch of relearning) and report each figure's robustness")
     ap.add_argument("--people-only", nargs="+", default=(),
                     help="build only these people-world controls (default: all 24)")
     args = ap.parse_args()
@@ -100,6 +104,17 @@ def main() -> None:
         ev, faith = evaluate(group, cal), faithfulness(group, cal)
         report["held_out"][name] = {"evaluation": ev, "faithfulness": faith}
         con.print(confusion_table(ev, name))
+    if args.robustness and held:
+        from apps.cli.verdict import robustness_table
+        from probes.robustness import build_robustness, robustness
+
+        t0 = time.perf_counter()
+        for s in held:
+            build_robustness(args.pools / f"toy{s}", progress=True)
+        rob = robustness([args.pools / f"toy{s}" for s in held], cal)
+        report["robustness"] = {"pools": [f"toy{s}" for s in held], "figures": rob,
+                                "seconds": round(time.perf_counter() - t0, 1)}
+        con.print(robustness_table(rob))
     if entries:
         f = Table(title="faithfulness on all held-out pools (AUC removers vs suppressors)")
         for col in ("module", "reading AUC", "figure", "figure AUC"):
@@ -109,7 +124,8 @@ def main() -> None:
         con.print(f)
     from results_io import relative, write_results  # bench/results_io.py, next to this script
 
-    options = {"seeds": args.seeds, "fit_on": args.fit_on, "control_seed": args.control_seed}
+    options = {"seeds": args.seeds, "fit_on": args.fit_on, "control_seed": args.control_seed,
+               "robustness": args.robustness}
     options |= ({"people": args.people_base, "people_modules": built["people"]["modules"],
                  "people_only": list(args.people_only)} if args.people else {})
     path = write_results("verdict", options, report)

@@ -77,6 +77,7 @@ def relearned_copy(subject: Subject, forget: FactSet, seed: int = 0) -> Subject:
 
 
 def perturbed(subject: Subject, kind: str, facts: FactSet, seed: int = 0) -> Subject:
+    """`subject` under one of `PERTURBATIONS` (a new subject; `subject` is not touched)."""
     if kind == "quantization":
         return quantized_copy(subject)
     if kind == "relearning":
