@@ -3,8 +3,9 @@
 Groups are sliding windows of blocks, the last k blocks, the embeddings, the output head (final
 norm + unembedding), and one module type across all blocks (attention, MLP, norms). Each group is
 evaluated with `torch.func.functional_call` and a dict holding only that group's M0 tensors, so
-no model is copied and M1 is never modified. An inference-time edit (same weights, extra hooks)
-is restored instead by removing its interventions one at a time.
+no model is copied and M1 is never modified. An inference-time edit (extra hooks) is restored by
+removing its interventions one at a time, on M0's weights when M1's are M0's and on M1's own when
+they changed too (a quantized or fine-tuned model served behind a hook).
 
 Putting back the weights an edit changed undoes that edit, whatever it did; so only *where* the
 restoring weights sit is evidence. A small group late in the model (the last blocks, the output
@@ -120,7 +121,7 @@ def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: 
                      batch_size: int = 64, min_gap: float = RestorationThresholds.min_gap,
                      progress: bool = False) -> Scan:
     """Restore each group of M0's weights into M1 (functional_call, M1 untouched) and measure
-    the normalised recovery of the answers; with identical weights, remove interventions."""
+    the normalised recovery of the answers; and remove each of M1's interventions in turn."""
     p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
     if p0.keys() != p1.keys() or any(p0[k].shape != p1[k].shape for k in p0):
         raise IncompatibleSubjectsError(
@@ -143,10 +144,13 @@ def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: 
         pooled, pf = recovery(lp, lp1, lp0, min_gap)
         labels.append(label), kinds.append(kind), recs.append(float(pooled))
         sizes.append(sum(p1[n].numel() for n in names) / total), per_fact.append(pf)
-    if not changed and added:
+    if added:
+        # each of M1's own hooks taken off in turn: on M0's weights when M1's are M0's, else on
+        # M1's own weights (M0's hooks, if any, put back)
+        bare, keep = (m1.without_interventions(), tuple(m0.interventions)) if changed else (m0, ())
         for i, iv in enumerate(added):
             rest = [x for j, x in enumerate(added) if j != i]
-            s = m0.with_interventions(*rest) if rest else m0
+            s = bare.with_interventions(*keep, *rest) if keep or rest else bare
             lp = _logprobs(s.model, s.tokenizer, prompts, answers, None, batch_size, s.device)
             pooled, pf = recovery(lp, lp1, lp0, min_gap)
             labels.append(f"remove intervention {iv.name}"), kinds.append("intervention")
@@ -312,6 +316,14 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
                     "answer: the forgetting is an inference-time hook", scores)
         return ("inconclusive", "M1's weights are M0's and removing no single intervention "
                 f"restores the answer (best {recs[best]:.0%})", scores)
+    iv = [i for i, k in enumerate(kinds) if k == "intervention"]
+    if iv:  # weights changed too (a quantized or fine-tuned model behind a hook)
+        best = max(iv, key=lambda i: recs[i])
+        scores["best_intervention_recovery"] = float(recs[best])
+        if recs[best] >= th.recovered:
+            return ("suppression-signature",
+                    f"{labels[best]} restores {recs[best]:.0%} of the answer on M1's own "
+                    "weights: the forgetting is an inference-time hook", scores)
     small = [i for i, (lb, k) in enumerate(zip(labels, kinds, strict=True))
              if _small_late(lb, k, n_layers, th)]
     local = [i for i, k in enumerate(kinds)

@@ -154,6 +154,18 @@ class Subject:
             meta=dict(self.meta),
         )
 
+    def without_interventions(self) -> Subject:
+        """A new subject over the same weights with every forward hook taken off (its
+        interventions, and nothing else the workbench attaches): the edit's weights alone."""
+        tree = fork_module(self.model)  # the fork's hook dicts are its own copies
+        for m in tree.modules():
+            for name in ("_forward_hooks", "_forward_hooks_with_kwargs",
+                         "_forward_hooks_always_called", "_forward_pre_hooks",
+                         "_forward_pre_hooks_with_kwargs"):
+                getattr(m, name, {}).clear()
+        return Subject(tree, self.tokenizer, f"{self.source}-interventions", (),
+                       dict(self.meta))
+
     def clone(self, source: str | None = None) -> Subject:
         """A deep copy with its own weights (for weight-editing operators); hooks come along."""
         model = copy.deepcopy(self.model)

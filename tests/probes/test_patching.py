@@ -234,6 +234,25 @@ def test_output_suppressor_shows_suppression_signature(toy_original, suppressor,
     assert at.reading == "suppression-signature", at.reason
 
 
+def test_a_hook_on_changed_weights_is_taken_off_on_those_weights(toy_original, suppressor,
+                                                                  toy_facts):
+    """Catches: a suppressing hook served on a 4-bit quantized copy of M0 (every weight differs
+    a little): restoring M0's weight groups cannot lift the hook, removing the hook on M1's own
+    quantized weights does; the hooked subject and the fork keep their own hooks."""
+    from probes.robustness import quantized_copy
+
+    served = quantized_copy(suppressor)
+    rs = parameter_restoration(toy_original, served, toy_facts)
+    assert not rs.meta["weights_identical"] and rs.meta["interventions"]
+    assert rs.reading == "suppression-signature", rs.reason
+    assert rs.scores["best_intervention_recovery"] > 0.9
+    assert "on M1's own weights" in rs.reason
+    bare = served.without_interventions()
+    assert bare.interventions == () and served.interventions
+    assert all(not m._forward_hooks for m in bare.model.modules())
+    assert any(m._forward_hooks for m in served.model.modules())
+
+
 def test_last_block_suppressor_is_caught(toy_original, toy_oracle, toy_facts,
                                          toy_late_suppressor):
     """A weight suppressor confined to the last block: M1 computes like M0 up to it, and patching
