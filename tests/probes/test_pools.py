@@ -109,7 +109,7 @@ def test_held_out_seed_pool_meets_the_targets(tmp_path):
     world = build_toyworld(seed=world_seed, progress=False)
     picks = ["oracle", "oracle_wrong_1", "oracle_other_people", "output_hook_30",
              "last_block_npo_0", "last2_refusal_1", "steer_mid_12", "gated_detector_1",
-             "name_cut_mean",
+             "name_cut_mean", "in_cell_g64_0",
              "identity", "retain_tuned_40", "noise_3"]
     build_pool(world, tmp_path, only=picks, progress=False)
     ev = evaluate(load_pool(tmp_path), cal)
