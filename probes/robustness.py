@@ -15,10 +15,13 @@ shifts: with d = |m(P(X)) - m(X)| for the edit X and for the oracle,
 averaged over a pool's removed and suppressed controls, per perturbation; a module's robustness
 is the harmonic mean of the two (Eq. 4). A module with no figure for a perturbed copy (its gate
 found nothing unlearned: the perturbation gave the answers back) leaves that edit unread and
-says how many; `removal_score` counts such a copy as knowledge fully present (its verdict is
-`not_unlearned`), and M1's forget accuracy, the behavioural baseline, is always read. The perturbed models' findings are written beside the
-pool's (`<pool>/robustness/<control>/<perturbation>/findings/`), resumably, and read back
-without a model, like the pool itself; the unperturbed findings are the pool's own.
+says how many; one with no figure for the oracle before or after (restoration cannot put M0's
+weights into a model trained apart) counts the oracle's shift as 0. `removal_score` counts a
+copy that answers again as knowledge fully present (its verdict is `not_unlearned`), and M1's
+forget accuracy, the behavioural baseline, is always read. The perturbed models' findings are
+written beside the pool's (`<pool>/robustness/<control>/<perturbation>/findings/`), resumably,
+and read back without a model, like the pool itself; the unperturbed findings are the pool's
+own.
 """
 
 from __future__ import annotations
@@ -195,6 +198,9 @@ def _ratios(pool: Path, cal: Calibration, names: list[str]) -> dict[tuple[str, s
         for kind in PERTURBATIONS:
             shift = {e.name: _knowledge(after[(e.name, kind)], name, cal)
                      - _knowledge(e.findings, name, cal) for e in [oracle, *edits]}
+            if all(math.isnan(_knowledge(f, name, cal))
+                   for f in (oracle.findings, after[("oracle", kind)])):
+                shift["oracle"] = 0.0  # the module has no figure for the oracle either way
             out[(name, kind)] = [ratio(shift[e.name], shift["oracle"])
                                  if np.isfinite(shift[e.name]) and np.isfinite(shift["oracle"])
                                  else math.nan for e in edits]
