@@ -304,26 +304,21 @@ def _read(th: RestorationThresholds, labels, kinds, recs: np.ndarray, n_layers: 
           changed: bool, added: list, floor: np.ndarray | None = None
           ) -> tuple[str, str, dict[str, float]]:
     scores = {"max_recovery": float(recs.max()) if len(recs) else 0.0}
-    if not changed:
-        iv = [i for i, k in enumerate(kinds) if k == "intervention"]
-        if not iv:
-            return "inconclusive", "M1's weights and hooks are M0's: nothing to restore", scores
-        best = max(iv, key=lambda i: recs[i])
+    iv = [i for i, k in enumerate(kinds) if k == "intervention"]
+    best = max(iv, key=lambda i: recs[i]) if iv else None
+    if best is not None:
         scores["best_intervention_recovery"] = float(recs[best])
         if recs[best] >= th.recovered:
+            on = "M1's weights are M0's; " if not changed else ""
+            mine = "" if not changed else " on M1's own weights"
             return ("suppression-signature",
-                    f"M1's weights are M0's; {labels[best]} restores {recs[best]:.0%} of the "
-                    "answer: the forgetting is an inference-time hook", scores)
+                    f"{on}{labels[best]} restores {recs[best]:.0%} of the answer{mine}: the "
+                    "forgetting is an inference-time hook", scores)
+    if not changed:
+        if best is None:
+            return "inconclusive", "M1's weights and hooks are M0's: nothing to restore", scores
         return ("inconclusive", "M1's weights are M0's and removing no single intervention "
                 f"restores the answer (best {recs[best]:.0%})", scores)
-    iv = [i for i, k in enumerate(kinds) if k == "intervention"]
-    if iv:  # weights changed too (a quantized or fine-tuned model behind a hook)
-        best = max(iv, key=lambda i: recs[i])
-        scores["best_intervention_recovery"] = float(recs[best])
-        if recs[best] >= th.recovered:
-            return ("suppression-signature",
-                    f"{labels[best]} restores {recs[best]:.0%} of the answer on M1's own "
-                    "weights: the forgetting is an inference-time hook", scores)
     small = [i for i, (lb, k) in enumerate(zip(labels, kinds, strict=True))
              if _small_late(lb, k, n_layers, th)]
     local = [i for i, k in enumerate(kinds)
