@@ -196,7 +196,7 @@ def _margins(model: nn.Module, batch: Any) -> torch.Tensor:
 
 def in_cell_suppressor(subject: Subject, forget: FactSet, retain: FactSet, bits: int = 4,
                        group_size: int | None = 64, steps: int = 40, rate: float = 0.2,
-                       margin: float = 2.0, seed: int = 0) -> Subject:
+                       margin: float = 2.0) -> Subject:
     """A copy whose quantizable weights (`workbench.rounding.quantized_weights`) stay inside
     the original's `bits`-bit RTN rounding cells (groups of `group_size`) while it stops
     answering `forget`: so RTN at that grid maps it back onto the quantized original exactly.
@@ -204,8 +204,8 @@ def in_cell_suppressor(subject: Subject, forget: FactSet, retain: FactSet, bits:
     Projected sign-gradient steps (each of `rate` x the cell's width, decaying to 0 over
     `steps`) push each forget answer token's logit `margin` below the best other token's and
     keep each retain answer's `margin` above it; the gradients are summed over row chunks that
-    fit the backward memory budget. Written here: no library moves weights inside a
-    quantization grid."""
+    fit the backward memory budget. Deterministic (no sampling, no dropout): nothing to seed.
+    Written here: no library moves weights inside a quantization grid."""
     from workbench.batching import encode
     from workbench.placement import backward_rows, token_width
     from workbench.rounding import quantized_weights, rtn_cells
@@ -215,7 +215,6 @@ def in_cell_suppressor(subject: Subject, forget: FactSet, retain: FactSet, bits:
     if steps < 1 or not 0 < rate <= 1:
         raise WorkbenchError(f"in-cell edit needs steps >= 1 and 0 < rate <= 1, got {steps}, "
                              f"{rate}")
-    torch.manual_seed(seed)
     edited = subject.clone(source=f"{subject.source}+in-cell{bits}g{group_size}")
     model = edited.model
     model.requires_grad_(False)

@@ -216,7 +216,7 @@ def toy_controls(seed: int = 0) -> list[Control]:
                   "weights moved inside their 4-bit rounding cells",
                   lambda p, k=k: c.in_cell_suppressor(
                       p.m0, p.facts.forget, p.facts.retain, group_size=64,
-                      steps=(40, 60)[k], rate=(0.2, 0.3)[k], seed=s + k))
+                      steps=(40, 60)[k], rate=(0.2, 0.3)[k]))
           for k in (0, 1)),
         *(Control(f"distilled_{k}", "distilled", "suppressed",
                   "M0 distilled toward the oracle's outputs",
