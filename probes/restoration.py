@@ -122,14 +122,18 @@ def restoration_scan(m0: Subject, m1: Subject, prompts: Sequence[str], answers: 
                      progress: bool = False) -> Scan:
     """Restore each group of M0's weights into M1 (functional_call, M1 untouched) and measure
     the normalised recovery of the answers; and remove each of M1's interventions in turn."""
-    p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
-    if p0.keys() != p1.keys() or any(p0[k].shape != p1[k].shape for k in p0):
+    # every name of every tensor on both sides, so an edit that untied a tied output head
+    # (its own `lm_head.weight` now) still finds M0's (the embedding, under that name too)
+    p0 = dict(m0.model.named_parameters(remove_duplicate=False))
+    every1 = dict(m1.model.named_parameters(remove_duplicate=False))
+    if p0.keys() != every1.keys() or any(p0[k].shape != every1[k].shape for k in p0):
         raise IncompatibleSubjectsError(
             f"{m0.name!r} and {m1.name!r} have different parameter names or shapes")
+    p1 = dict(m1.model.named_parameters())  # M1's own tensors, once each (the groups' names)
     dev = m1.device
     lp0 = _logprobs(m0.model, m0.tokenizer, prompts, answers, None, batch_size, m0.device)
     lp1 = _logprobs(m1.model, m1.tokenizer, prompts, answers, None, batch_size, dev)
-    changed = {k for k in p0 if not torch.equal(p0[k], p1[k].to(p0[k].device))}
+    changed = {k for k in p1 if not torch.equal(p0[k], p1[k].to(p0[k].device))}
     added = _added_interventions(m0, m1)
     labels, kinds, recs, sizes = [], [], [], []
     per_fact: list[np.ndarray] = []
@@ -248,7 +252,8 @@ def same_model(a: Subject, b: Subject) -> bool:
 def weight_drift(m0: Subject, m1: Subject) -> dict[str, float]:
     """How far M1's weights are from M0's: the share of tensors that differ, and the norm of the
     difference relative to M0's weight norm (both over all parameters)."""
-    p0, p1 = dict(m0.model.named_parameters()), dict(m1.model.named_parameters())
+    p0 = dict(m0.model.named_parameters())
+    p1 = dict(m1.model.named_parameters(remove_duplicate=False))  # a tied side has both names
     diff = norm0 = 0.0
     n_changed = 0
     for k, a in p0.items():

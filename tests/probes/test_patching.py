@@ -195,6 +195,23 @@ def test_restoration_groups_cover_the_model(tiny):
     assert "block 0" in labels and "last 1 blocks" in labels and "all mlp" in labels
 
 
+def test_restoration_reads_an_edit_that_untied_a_tied_head(tiny):
+    """Catches: an edit that gives a tied output head its own weights (as the name-cut control
+    does, and any third-party edit may) has a parameter M0 lacks by name; restoring M0's head
+    must still find M0's (the embedding) and undo the edit."""
+    from workbench.controls import untied
+
+    assert tiny.model.config.tie_word_embeddings
+    m1 = untied(tiny)
+    with torch.no_grad():
+        m1.model.get_output_embeddings().weight.mul_(20.0)  # sharper: the answers fall
+    scan = restoration_scan(tiny, m1, PROMPTS, ANSWERS)
+    assert scan.changed == {"lm_head.weight"} and (scan.lp0 - scan.lp1).min() > 1.0
+    head = scan.labels.index("output head (final norm + unembedding)")
+    assert scan.recovery[head] > 0.99
+    assert scan.recovery[scan.labels.index("block 0")] < 0.01
+
+
 def test_incompatible_subjects_are_refused(pair, bundled):
     m0, _ = pair
     other = make_tiny_subject(bundled.tokenizer, n_layers=2)
