@@ -40,6 +40,18 @@ class PoolEntry:
     world: str = ""
 
 
+def read_findings(fdir: Path) -> dict[str, Finding]:
+    """Module name -> finding, for each `<module>.json` in `fdir` (none when it is missing)."""
+    return {p.stem: Finding.from_json(read_json(p)) for p in sorted(fdir.glob("*.json"))}
+
+
+def write_findings(fdir: Path, findings: Sequence[Finding]) -> None:
+    """Each finding as `fdir/<module>.json` (`fdir` is made; callers write inside atomic_dir)."""
+    fdir.mkdir()
+    for f in findings:
+        (fdir / f"{f.name}.json").write_text(json.dumps(f.to_json()))
+
+
 def _confirmed(control: Control, findings: dict[str, Finding]) -> str | None:
     """An empirical suppressor counts only where relearning brings the facts back."""
     if not control.empirical:
@@ -104,9 +116,8 @@ def _score(control: Control, inputs: PoolInputs, ref: dict, modules: list[str], 
             return row
         if row.get("seed", 0) == inputs.seed and row["status"] == "valid":
             # scored before with other modules: keep those findings, score only what is new
-            fdir = where / "findings"
-            findings = {p.stem: Finding.from_json(read_json(p))
-                        for p in sorted(fdir.glob("*.json")) if p.stem in modules}
+            findings = {n: f for n, f in read_findings(where / "findings").items()
+                        if n in modules}
     t0 = time.perf_counter()
     try:
         m1 = control.build(inputs)
@@ -133,9 +144,7 @@ def _score(control: Control, inputs: PoolInputs, ref: dict, modules: list[str], 
         reason = _confirmed(control, findings)
     row |= {"status": "dropped" if reason else "valid", "reason": reason}
     with atomic_dir(where) as tmp:
-        (tmp / "findings").mkdir()
-        for name, f in findings.items():
-            (tmp / "findings" / f"{name}.json").write_text(json.dumps(f.to_json()))
+        write_findings(tmp / "findings", list(findings.values()))
         (tmp / "control.json").write_text(json.dumps(row, indent=1))
     del m1
     gc.collect()
@@ -151,7 +160,7 @@ def load_pool(path: str | Path) -> list[PoolEntry]:
         if row.get("status") != "valid":
             continue
         fdir = path / row["name"] / "findings"
-        findings = {p.stem: Finding.from_json(read_json(p)) for p in sorted(fdir.glob("*.json"))}
+        findings = read_findings(fdir)
         entries.append(PoolEntry(row["name"], row["kind"], row["truth"], findings,
                                  row["accuracy"], f"{doc['world']}/seed{doc.get('world_seed')}"))
     if not entries:

@@ -38,7 +38,7 @@ import torch
 
 from probes import run_battery
 from probes.base import Finding
-from probes.pools import PoolEntry, load_pool
+from probes.pools import PoolEntry, load_pool, read_findings, write_findings
 from probes.verdict import Calibration, behaviour_figures, decide, headline
 from workbench.atomic import atomic_dir
 from workbench.errors import WorkbenchError
@@ -106,6 +106,7 @@ def build_robustness(pool: str | Path, modules: Sequence[str] | None = None,
     modules = list(modules or doc["modules"])
     rows = {r["name"]: r for r in doc["controls"]
             if r.get("status") == "valid" and r["truth"] in TRUTHS}
+    only = [*only, "oracle"] if only else []  # every shift is read against the oracle's
     unknown = sorted(set(only) - set(rows))
     if unknown:
         raise WorkbenchError(f"{pool}: {unknown} not among its valid removed or suppressed "
@@ -132,10 +133,7 @@ def build_robustness(pool: str | Path, modules: Sequence[str] | None = None,
                     found = run_battery(m0, x, facts, inputs.oracle, modules, seed=seed,
                                         progress=False)
                     with atomic_dir(where) as tmp:
-                        (tmp / "findings").mkdir()
-                        for f in found:
-                            (tmp / "findings" / f"{f.name}.json").write_text(
-                                json.dumps(f.to_json()))
+                        write_findings(tmp / "findings", found)
                         (tmp / "perturbed.json").write_text(json.dumps(
                             {"control": control.name, "perturbation": kind,
                              "modules": modules, "seed": seed}))
@@ -157,7 +155,7 @@ def _perturbed_findings(pool: Path, entry: PoolEntry, kind: str) -> dict[str, Fi
     fdir = pool / "robustness" / entry.name / kind / "findings"
     if not fdir.is_dir():
         return None
-    return {p.stem: Finding.from_json(read_json(p)) for p in sorted(fdir.glob("*.json"))}
+    return read_findings(fdir)
 
 
 def _knowledge(findings: dict[str, Finding], name: str, cal: Calibration) -> float:
@@ -195,11 +193,12 @@ def _ratios(pool: Path, cal: Calibration, names: list[str]) -> dict[tuple[str, s
              and all(after[(e.name, k)] is not None for k in PERTURBATIONS)]
     out: dict[tuple[str, str], list] = {}
     for name in names:
+        before = {e.name: _knowledge(e.findings, name, cal) for e in [oracle, *edits]}
         for kind in PERTURBATIONS:
-            shift = {e.name: _knowledge(after[(e.name, kind)], name, cal)
-                     - _knowledge(e.findings, name, cal) for e in [oracle, *edits]}
-            if all(math.isnan(_knowledge(f, name, cal))
-                   for f in (oracle.findings, after[("oracle", kind)])):
+            after_k = {e.name: _knowledge(after[(e.name, kind)], name, cal)
+                       for e in [oracle, *edits]}
+            shift = {n: after_k[n] - before[n] for n in before}
+            if math.isnan(before["oracle"]) and math.isnan(after_k["oracle"]):
                 shift["oracle"] = 0.0  # the module has no figure for the oracle either way
             out[(name, kind)] = [ratio(shift[e.name], shift["oracle"])
                                  if np.isfinite(shift[e.name]) and np.isfinite(shift["oracle"])

@@ -65,8 +65,7 @@ def robustness_build(
     relearning), score them, and write their findings into the pool for `meta-eval`."""
     from probes.robustness import build_robustness
 
-    keep = [*only, "oracle"] if only else ()
-    where = build_robustness(pool, modules=module or None, only=keep, progress=True,
+    where = build_robustness(pool, modules=module or None, only=only or (), progress=True,
                              device=device)
     out.print(f"written to {where}")
 
