@@ -108,5 +108,5 @@ def _audit(m0: Subject, m1: Subject, facts: FactSet, out: Path, oracle: Subject 
 
 
 FULL_ADDS = ("the full tier adds linear probes, clusters, attribution patching, relearning "
-             "(RTT), quantization, directional ablation and membership: several times the "
+             "(RTT), directional ablation, in-context recovery and membership: several times the "
              "time on a CPU (`workbench audit --tier full`)")

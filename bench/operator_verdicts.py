@@ -17,6 +17,7 @@ interrupted run keeps what it finished); `--save-edits DIR` keeps each edit for 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 RECOVERIES = {"relearning": "recovery_over_floor", "quantization": "recovery",
@@ -34,6 +35,9 @@ def main() -> None:
     ap.add_argument("--tier", choices=["quick", "full"], default=None,
                     help="the audit tier's modules (default: full on toy, quick on people)")
     ap.add_argument("--save-edits", default=None, help="keep each edit in DIR/<operator>")
+    ap.add_argument("--edits", default=None,
+                    help="reuse the edits an earlier --save-edits kept in DIR/<operator> "
+                         "(only where its recorded config is today's defaults; else retrain)")
     args = ap.parse_args()
     from pathlib import Path
 
@@ -70,22 +74,46 @@ def main() -> None:
             "world": args.world, "world_hash": world.stats["config_hash"],
             "world_seed": args.seed, "tier": tier, "modules": modules, "rows": rows})
 
+    def saved(name: str, config) -> tuple[object, float] | None:
+        """The edit kept in --edits DIR/<name> and its recorded training time, if it was made
+        with `config` (today's defaults) on this world's M0."""
+        from dataclasses import asdict
+
+        from workbench.edits import load_edit_subject, read_edit_json
+
+        d = Path(args.edits or "") / name
+        if not args.edits or not (d / "edit.json").exists():
+            return None
+        doc = read_edit_json(d)
+        if doc.get("config") != json.loads(json.dumps(asdict(config), default=str)):
+            print(f"[verdicts] {name}: the edit in {d} has other settings; retraining", flush=True)
+            return None
+        weights = (d / "config.json").exists()
+        subject = load_edit_subject(d, over=m0) if weights else load_edit_subject(d, onto=m0)
+        return subject, float(doc.get("timings", {}).get("total_s", float("nan")))
+
     for name in names:
         op = get_operator(name)
+        config = make_config(name, {}, seed=args.seed)
         t0 = time.perf_counter()
-        try:
-            edit = op.apply(m0, facts.forget, facts.retain, make_config(name, {}, seed=args.seed))
-        except WorkbenchError as e:  # e.g. a prompt longer than the toy model's context
-            rows.append({"operator": name, "family": op.family, "error": str(e)})
-            print(f"[verdicts] {name}: cannot apply ({e})", flush=True)
-            continue
-        t_edit = time.perf_counter() - t0
-        if args.save_edits:
-            edit.save(Path(args.save_edits) / name)
-        acc = {s: round(r["accuracy"], 4) for s, r in accuracy_by_split(edit.subject,
-                                                                       facts).items()}
+        kept = saved(name, config)
+        if kept is not None:
+            subject, t_edit = kept
+        else:
+            try:
+                edit = op.apply(m0, facts.forget, facts.retain, config)
+            except WorkbenchError as e:  # e.g. a prompt longer than the toy model's context
+                rows.append({"operator": name, "family": op.family, "error": str(e)})
+                print(f"[verdicts] {name}: cannot apply ({e})", flush=True)
+                continue
+            t_edit = time.perf_counter() - t0
+            if args.save_edits:
+                edit.save(Path(args.save_edits) / name)
+            subject = edit.subject
+            del edit
+        acc = {s: round(r["accuracy"], 4) for s, r in accuracy_by_split(subject, facts).items()}
         t0 = time.perf_counter()
-        findings = {f.name: f for f in run_battery(m0, edit.subject, facts, oracle, modules,
+        findings = {f.name: f for f in run_battery(m0, subject, facts, oracle, modules,
                                                    seed=args.seed, progress=False)}
         v = decide(findings)
         rows.append({"operator": name, "family": op.family, "accuracy": acc,
@@ -97,12 +125,12 @@ def main() -> None:
                                   if n in findings},
                      "floor": {n: findings[n].scores.get(k) for n, k in FLOORS.items()
                                if n in findings},
-                     "edit_seconds": round(t_edit, 1),
+                     "edit_seconds": round(t_edit, 1), "edit_reused": kept is not None,
                      "battery_seconds": round(time.perf_counter() - t0, 1)})
         print(f"[verdicts] {name}: {v.verdict} ({v.removal_score:.2f}) after "
               f"{rows[-1]['edit_seconds']:.0f} + {rows[-1]['battery_seconds']:.0f} s", flush=True)
         save()
-        del edit
+        del subject
     con = Console(width=160)
     t = Table(title=f"verdicts on the {args.world} world (seed {args.seed}, {tier} tier), "
                     "shipped calibration")

@@ -35,10 +35,12 @@ from workbench.models import Subject, check_compatible, fingerprint
 from workbench.progress import report as report_progress
 
 REPORT_SCHEMA = 1
-# The cheap modules and one attack (in-context recovery: no weights change, a few forward
-# passes); `full` runs every registered module.
+# The cheap modules and one attack: quantization, the decisive one (`probes.verdict.DECISIVE`:
+# rounding uses nothing but M1's weights, so what it gives back was in them; without it the
+# people world's gradient edits read `removed` while 4-bit rounding returns three quarters of
+# what they forgot). `full` runs every registered module.
 QUICK = ("behavior_pressure", "logit_lens", "activation_patching", "parameter_restoration",
-         "signal", "in_context_recovery")
+         "signal", "quantization")
 TIERS = ("quick", "full")
 
 
