@@ -122,8 +122,9 @@ for name, acc in behaviour.items():
 #
 # `probes.audit.run_audit` (what `workbench audit` and `apps.audit.audit` call) runs the
 # **quick** tier: behaviour under pressure, logit lens, activation patching (with the Unlearning
-# Depth Score against the oracle), parameter restoration, the unlearning signal and in-context
-# recovery. It writes a run directory; `apps.report.render` draws its `report.html`.
+# Depth Score against the oracle), parameter restoration, the unlearning signal and the
+# quantization attack (decisive when rounding M1's weights gives the answers back). It writes a
+# run directory; `apps.report.render` draws its `report.html`.
 
 # %%
 run = run_audit(m0, m1, facts, OUT / "audit", oracle=oracle, tier="quick", progress=False,
@@ -137,7 +138,8 @@ print(f"verdict {run.verdict.verdict} -> {report_html}")
 #
 # What was found, how sure, what would change it, what was unavailable, and the evidence: each
 # module's reading and how hard it pushed the removal score (+: towards removed,
-# -: towards suppressed).
+# -: towards suppressed). Where quantization gives back more than its decisive cut, the
+# *found* line says so and that alone caps the score below 0.5.
 
 # %%
 v = run.verdict

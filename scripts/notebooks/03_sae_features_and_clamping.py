@@ -159,7 +159,7 @@ print("accuracy with the clamp:", {s: f"{a:.0%}" for s, a in after_clamp.items()
 # ## Audit the clamp
 #
 # The quick tier (behaviour under pressure, logit lens, activation patching, parameter
-# restoration, the unlearning signal, in-context recovery), without an oracle.
+# restoration, the unlearning signal, the quantization attack), without an oracle.
 
 # %%
 run_clamp = run_audit(m0, clamped, facts, OUT / "audit_sae_clamp", tier="quick", progress=False)

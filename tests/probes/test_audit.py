@@ -50,3 +50,21 @@ def test_audit_refuses_bad_inputs_before_any_work(toy_original, toy_facts, tiny,
     with pytest.raises(WorkbenchError):
         run_audit(toy_original, tiny, toy_facts, tmp_path, modules=MODULES, progress=False)
     assert not (tmp_path / "findings").exists()
+
+
+def test_the_quick_tier_runs_the_decisive_attack(toy_original, toy_oracle, toy_facts, tmp_path):
+    """An edit that moved every weight only inside its 4-bit rounding cell (so rounding gives
+    the forgotten answers back by construction): the quick tier's one attack is quantization,
+    and its recovery decides the verdict, whatever the cheap modules read."""
+    from workbench.controls import in_cell_suppressor
+
+    assert "quantization" in tier_modules("quick")
+    m1 = in_cell_suppressor(toy_original, toy_facts.forget, toy_facts.retain, group_size=64,
+                            steps=40, rate=0.2)
+    run = run_audit(toy_original, m1, toy_facts, tmp_path, oracle=toy_oracle, tier="quick",
+                    progress=False)
+    q = run.findings["quantization"]
+    assert q.reading == "suppression-signature", q.reason
+    assert run.verdict.verdict == "suppressed" and run.verdict.removal_score < 0.5
+    assert "quantization brought back" in run.verdict.summary and "decisive" in \
+        run.verdict.summary
