@@ -126,6 +126,7 @@ def main() -> None:
                      "floor": {n: findings[n].scores.get(k) for n, k in FLOORS.items()
                                if n in findings},
                      "edit_seconds": round(t_edit, 1), "edit_reused": kept is not None,
+                     "module_seconds": {n: round(f.seconds, 1) for n, f in findings.items()},
                      "battery_seconds": round(time.perf_counter() - t0, 1)})
         print(f"[verdicts] {name}: {v.verdict} ({v.removal_score:.2f}) after "
               f"{rows[-1]['edit_seconds']:.0f} + {rows[-1]['battery_seconds']:.0f} s", flush=True)
