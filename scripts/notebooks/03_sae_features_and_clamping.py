@@ -218,9 +218,9 @@ draw(run_rmu.findings["logit_lens"]).show()
 # answers back (RMU edits an early-middle MLP, where a true removal would sit too), and
 # behaviour under pressure finds no leak. That is a weak `removed`, and the card says how weak.
 # The quick tier's one attack is quantization (on the real-model world RMU's updates outgrow the
-# 4-bit grid, and rounding gives nothing back there). The full tier (`tier="full"`) adds the other recovery attacks (relearning, directional
-# ablation, in-context recovery, membership), at several times the cost; notebook 02 runs them
-# against a retrain oracle.
+# 4-bit grid, and rounding gives nothing back there). The full tier (`tier="full"`) adds the
+# other recovery attacks (relearning, directional ablation, in-context recovery, membership), at
+# several times the cost; notebook 02 runs them against a retrain oracle.
 
 # %% [markdown]
 # ## What this notebook checks
