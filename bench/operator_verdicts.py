@@ -8,17 +8,19 @@ attacks' figures beside the oracle's, on the toy world and on the people world (
 Each operator runs with its defaults (entities and relations inferred as `workbench unlearn`
 does), the battery reads the edit against the retrain oracle, and the shipped calibration
 decides. The toy world runs the full battery; the people world the audit's quick tier by default
-(the cheap modules and in-context recovery: the training operators alone take about 50 minutes
-there on 2 cores; `--tier full` adds the other attacks). Writes
+(the cheap modules and quantization: the training operators alone take about 50 minutes there
+on 2 cores; `--tier full` adds the other attacks). Writes
 `bench/results/operator_verdicts.json`, one entry per set of options, after every operator (an
-interrupted run keeps what it finished); `--save-edits DIR` keeps each edit for later audits.
+interrupted run keeps what it finished); `--edits DIR` keeps each edit in DIR/<operator> for
+later audits, and a later run with the same world, operator and settings reuses it
+(`workbench.edits.cached_edit`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from functools import partial
 
 RECOVERIES = {"relearning": "recovery_over_floor", "quantization": "recovery",
               "directional_ablation": "recovery", "in_context_recovery": "recovery",
@@ -34,10 +36,9 @@ def main() -> None:
     ap.add_argument("--operators", default="all")
     ap.add_argument("--tier", choices=["quick", "full"], default=None,
                     help="the audit tier's modules (default: full on toy, quick on people)")
-    ap.add_argument("--save-edits", default=None, help="keep each edit in DIR/<operator>")
     ap.add_argument("--edits", default=None,
-                    help="reuse the edits an earlier --save-edits kept in DIR/<operator> "
-                         "(only where its recorded config is today's defaults; else retrain)")
+                    help="keep each edit in DIR/<operator>; reused by a later run with the same "
+                         "world, operator and settings")
     args = ap.parse_args()
     from pathlib import Path
 
@@ -49,8 +50,10 @@ def main() -> None:
     from probes.audit import tier_modules
     from probes.verdict import decide
     from workbench.behavior import accuracy_by_split
+    from workbench.edits import cached_edit
     from workbench.entities import with_entities
     from workbench.errors import WorkbenchError
+    from workbench.model_sharing import share_unchanged
     from workbench.operators import OPERATORS, get_operator, make_config
 
     tier = args.tier or ("full" if args.world == "toy" else "quick")
@@ -74,43 +77,24 @@ def main() -> None:
             "world": args.world, "world_hash": world.stats["config_hash"],
             "world_seed": args.seed, "tier": tier, "modules": modules, "rows": rows})
 
-    def saved(name: str, config) -> tuple[object, float] | None:
-        """The edit kept in --edits DIR/<name> and its recorded training time, if it was made
-        with `config` (today's defaults) on this world's M0."""
-        from dataclasses import asdict
-
-        from workbench.edits import load_edit_subject, read_edit_json
-
-        d = Path(args.edits or "") / name
-        if not args.edits or not (d / "edit.json").exists():
-            return None
-        doc = read_edit_json(d)
-        if doc.get("config") != json.loads(json.dumps(asdict(config), default=str)):
-            print(f"[verdicts] {name}: the edit in {d} has other settings; retraining", flush=True)
-            return None
-        weights = (d / "config.json").exists()
-        subject = load_edit_subject(d, over=m0) if weights else load_edit_subject(d, onto=m0)
-        return subject, float(doc.get("timings", {}).get("total_s", float("nan")))
-
     for name in names:
         op = get_operator(name)
         config = make_config(name, {}, seed=args.seed)
         t0 = time.perf_counter()
-        kept = saved(name, config)
-        if kept is not None:
-            subject, t_edit = kept
-        else:
-            try:
-                edit = op.apply(m0, facts.forget, facts.retain, config)
-            except WorkbenchError as e:  # e.g. a prompt longer than the toy model's context
-                rows.append({"operator": name, "family": op.family, "error": str(e)})
-                print(f"[verdicts] {name}: cannot apply ({e})", flush=True)
-                continue
-            t_edit = time.perf_counter() - t0
-            if args.save_edits:
-                edit.save(Path(args.save_edits) / name)
-            subject = edit.subject
-            del edit
+        make = partial(op.apply, m0, facts.forget, facts.retain, config)
+        try:
+            if args.edits:  # reused when this world, operator and config made it
+                key = {"world": world.stats["config_hash"], "operator": name,
+                       "config": repr(config)}
+                subject = cached_edit(Path(args.edits) / name, key, make, "cpu")
+                share_unchanged(m0, subject)
+            else:
+                subject = make().subject
+        except WorkbenchError as e:  # e.g. a prompt longer than the toy model's context
+            rows.append({"operator": name, "family": op.family, "error": str(e)})
+            print(f"[verdicts] {name}: cannot apply ({e})", flush=True)
+            continue
+        t_edit = time.perf_counter() - t0
         acc = {s: round(r["accuracy"], 4) for s, r in accuracy_by_split(subject, facts).items()}
         t0 = time.perf_counter()
         findings = {f.name: f for f in run_battery(m0, subject, facts, oracle, modules,
@@ -125,7 +109,7 @@ def main() -> None:
                                   if n in findings},
                      "floor": {n: findings[n].scores.get(k) for n, k in FLOORS.items()
                                if n in findings},
-                     "edit_seconds": round(t_edit, 1), "edit_reused": kept is not None,
+                     "edit_seconds": round(t_edit, 1),
                      "module_seconds": {n: round(f.seconds, 1) for n, f in findings.items()},
                      "battery_seconds": round(time.perf_counter() - t0, 1)})
         print(f"[verdicts] {name}: {v.verdict} ({v.removal_score:.2f}) after "
